@@ -1,0 +1,68 @@
+# rnnsuite — `make setup` then `make test`. Every target runs inside the project's venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RNNSUITE := $(VENV)/bin/rnnsuite
+RUNS ?= runs
+EXPORTS ?= exports
+PRESET ?= small
+
+# Debian packages behind the embedded corpora (DESIGN.md): TTS engines and voices for the
+# spoken corpus, public-domain text, the two Bibles for translation, apertium as a peer.
+SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
+	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv apertium-eng-spa libsndfile1
+
+.PHONY: setup system-packages test test-fast lint format demo bench bench-quick clean \
+	train-speech train-action train-caption train-translation train-video train-nlp \
+	export-speech export-action export-caption export-translation
+
+setup: system-packages $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "system packages: all installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "rnnsuite needs these system packages; install them with:"; \
+		echo "  sudo apt-get install -y $$missing"; \
+	fi
+
+test:
+	$(PY) -m pytest -q --durations=10
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	$(VENV)/bin/ruff check shared suite tests
+	$(VENV)/bin/ruff format --check shared suite tests
+
+format:
+	$(VENV)/bin/ruff format shared suite tests
+	$(VENV)/bin/ruff check --fix shared suite tests
+
+demo:
+	$(PY) -m shared.demo
+
+train-speech train-action train-caption train-translation: train-%:
+	$(RNNSUITE) $* train --run-dir $(RUNS)/$* --preset $(PRESET)
+train-video: train-action
+train-nlp: train-translation
+
+export-speech export-action export-caption export-translation: export-%:
+	$(RNNSUITE) $* export --run-dir $(RUNS)/$* --out $(EXPORTS)/$*
+
+bench bench-quick:
+	@echo "make $@: the benchmark suite is not implemented yet (issue 7)"; exit 1
+
+clean:
+	rm -rf $(RUNS) $(EXPORTS) .pytest_cache .ruff_cache

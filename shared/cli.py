@@ -1,0 +1,220 @@
+"""`rnnsuite`: one command line for every task.
+
+    rnnsuite TASK prepare  [--data SRC]
+    rnnsuite TASK train    --run-dir DIR [--preset P] [--config FILE] [--data SRC] [--epochs N] [--set k=v ...]
+    rnnsuite TASK evaluate --run-dir DIR [--data SRC]
+    rnnsuite TASK export   --run-dir DIR --out DIR [--version N]
+    rnnsuite TASK predict  --model DIR INPUT...   (or lines on stdin)
+
+Errors a user can fix are printed as one line, with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from shared.config import PRESETS
+from shared.errors import RnnsuiteError
+from shared.task import CONTRACT_TASKS, available_tasks
+
+RUN_FILE = "run.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    installed = available_tasks()
+    names = list(dict.fromkeys([*CONTRACT_TASKS, *installed]))
+    parser = argparse.ArgumentParser(
+        prog="rnnsuite",
+        description="Recurrent-network applications: speech, video and translation.",
+        epilog="Run `rnnsuite TASK ACTION --help` for the options of one action.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="where corpora and caches live (default $RNNSUITE_DATA_DIR or ~/.cache/rnnsuite)",
+    )
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    for name in names:
+        note = "" if name in installed else " (not available in this version yet)"
+        task_parser = tasks.add_parser(name, help=f"{name}{note}", description=f"{name}{note}")
+        actions = task_parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        _add_actions(actions)
+    return parser
+
+
+def _add_actions(actions) -> None:
+    def config_options(p):
+        p.add_argument("--preset", choices=PRESETS, help="named preset (default: small)")
+        p.add_argument("--config", help="YAML file with config values")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override one config value, e.g. --set train.batch_size=16 (repeatable)",
+        )
+
+    def data_option(p):
+        p.add_argument("--data", help="embedded corpus when omitted, a local path, or tfds:NAME")
+
+    p = actions.add_parser("prepare", help="build/cache the embedded corpus or validate data")
+    data_option(p)
+    config_options(p)
+
+    p = actions.add_parser("train", help="train (resumes from the run dir's last checkpoint)")
+    p.add_argument("--run-dir", required=True, type=Path)
+    data_option(p)
+    config_options(p)
+    p.add_argument("--epochs", type=int, help="total epochs (same as --set train.epochs=N)")
+    p.add_argument(
+        "--strategy",
+        choices=["default", "mirrored", "multi_worker", "tpu"],
+        help="tf.distribute strategy (same as --set train.strategy=NAME)",
+    )
+
+    p = actions.add_parser("evaluate", help="score on the test split; writes metrics.json")
+    p.add_argument("--run-dir", required=True, type=Path)
+    data_option(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = actions.add_parser("export", help="write a SavedModel that takes raw input")
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--version", type=int, help="write OUT/VERSION/ (TF Serving layout)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    p = actions.add_parser("predict", help="run an export on files or text lines")
+    p.add_argument("--model", required=True, type=Path, help="an export folder")
+    p.add_argument("inputs", nargs="*", help="input files or text; stdin lines when omitted")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.data_dir:
+        os.environ["RNNSUITE_DATA_DIR"] = str(args.data_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _run(args)
+    except RnnsuiteError as error:
+        print(f"rnnsuite: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nrnnsuite: interrupted; finished epochs are checkpointed, run again to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _run(args) -> int:
+    from shared.task import get_task
+
+    task = get_task(args.task)
+    if args.action == "export":
+        # Before TensorFlow touches a device, so the export carries no cuDNN kernels.
+        from shared.export import hide_gpus
+
+        hide_gpus()
+    handler = {
+        "prepare": _prepare,
+        "train": _train,
+        "evaluate": _evaluate,
+        "export": _export,
+        "predict": _predict,
+    }[args.action]
+    return handler(task, args)
+
+
+def _resolve(task, args, overrides):
+    from shared import config as config_lib
+
+    return config_lib.resolve(
+        task.config_class, task.presets, args.preset or "small", args.config, overrides
+    )
+
+
+def _prepare(task, args) -> int:
+    print(task.prepare(_resolve(task, args, args.set), args.data))
+    return 0
+
+
+def _train(task, args) -> int:
+    from shared import config as config_lib
+    from shared.training import train
+
+    overrides = list(args.set)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.strategy is not None:
+        overrides.append(f"train.strategy={args.strategy}")
+    run_file = args.run_dir / RUN_FILE
+    if run_file.is_file():
+        run = json.loads(run_file.read_text())
+        _check_run(task, args.run_dir, run)
+        if args.preset and args.preset != run["preset"]:
+            raise RnnsuiteError(
+                f"{args.run_dir} was trained with preset {run['preset']!r}, not {args.preset!r};"
+                " use a new --run-dir"
+            )
+        config = config_lib.override(
+            config_lib.load(task.config_class, args.run_dir), args.config, overrides
+        )
+    else:
+        config = _resolve(task, args, overrides)
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        run = {"task": task.name, "preset": args.preset or "small", "data": args.data}
+        run_file.write_text(json.dumps(run, indent=2))
+    summary = train(task, config, args.run_dir, args.data if args.data else run.get("data"))
+    logs = ", ".join(f"{k}={v:.4g}" for k, v in summary["logs"].items())
+    print(f"trained {summary['epochs']} epochs into {args.run_dir}" + (f": {logs}" if logs else ""))
+    return 0
+
+
+def _check_run(task, run_dir, run) -> None:
+    if run.get("task") != task.name:
+        raise RnnsuiteError(f"{run_dir} is a {run.get('task')!r} run, not {task.name!r}")
+
+
+def _evaluate(task, args) -> int:
+    from shared.training import restore_model
+
+    run_dir = args.run_dir
+    run_file = run_dir / RUN_FILE
+    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    if run:
+        _check_run(task, run_dir, run)
+    config, model = restore_model(task, run_dir, args.set)
+    metrics = task.evaluate(model, config, args.data or run.get("data"), run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    width = max(len(name) for name in metrics) if metrics else 0
+    for name, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{name:<{width}}  {shown}")
+    print(f"wrote {run_dir / 'metrics.json'}")
+    return 0
+
+
+def _export(task, args) -> int:
+    from shared.training import restore_model
+
+    config, model = restore_model(task, args.run_dir, args.set)
+    out_dir = args.out if args.version is None else args.out / str(args.version)
+    path = task.export(model, config, args.run_dir, out_dir)
+    print(f"exported {task.name} model to {path}")
+    return 0
+
+
+def _predict(task, args) -> int:
+    inputs = list(args.inputs)
+    if not inputs or inputs == ["-"]:
+        inputs = [line.rstrip("\n") for line in sys.stdin]
+    for line in task.predict(args.model, inputs):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The one training loop every domain uses.
+
+`train(task, config, run_dir)` resolves a `tf.distribute` strategy, builds the task's
+data and model, and fits with checkpoints that make every run resumable: running it
+again on the same run dir continues from the last finished epoch, also after Ctrl-C or
+a kill. A run dir holds:
+
+    config.yaml      the resolved config
+    checkpoints/     tf.train checkpoints of model, optimizer and epoch counter
+    history.csv      one row per epoch (appended across resumes)
+    logs/            TensorBoard
+    (task assets)    vocabularies, normalisation statistics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from shared import config as config_lib
+from shared.config import ConfigError
+from shared.errors import TrainingError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+# -- strategy ---------------------------------------------------------------------------
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """`default`, `mirrored` (all local GPUs), `multi_worker` (from TF_CONFIG) or `tpu`."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("strategy multi_worker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ConfigError(f"unknown strategy {name!r}; choose default, mirrored, multi_worker or tpu")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True on the worker that writes shared files (always true outside multi_worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+# -- optimizer --------------------------------------------------------------------------
+def make_optimizer(train: config_lib.TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay), learning-rate schedule with warmup, clipping."""
+    rate = train.learning_rate
+    warmup = train.warmup_steps
+    decay_steps = max(1, total_steps - warmup)
+    if train.lr_schedule == "constant":
+        schedule = (
+            keras.optimizers.schedules.CosineDecay(
+                0.0, decay_steps, alpha=1.0, warmup_target=rate, warmup_steps=warmup
+            )
+            if warmup
+            else rate
+        )
+    elif train.lr_schedule == "cosine":
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else rate,
+            decay_steps,
+            alpha=0.01,
+            warmup_target=rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    elif train.lr_schedule == "exponential":
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=max(1, total_steps // 10), decay_rate=0.8
+        )
+    else:
+        raise ConfigError(
+            f"unknown lr_schedule {train.lr_schedule!r}; choose constant, cosine or exponential"
+        )
+    clip = {"clipnorm": train.clipnorm} if train.clipnorm else {}
+    if train.weight_decay:
+        return keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay, **clip)
+    return keras.optimizers.Adam(schedule, **clip)
+
+
+# -- checkpoints ------------------------------------------------------------------------
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves model, optimizer and epoch counter after every finished epoch.
+
+    `tf.train.CheckpointManager` writes the files before it moves its index, so a kill
+    during a save leaves the previous checkpoint intact. An epoch whose loss is not finite
+    is never saved. Under multi_worker every worker must take part in a save; the
+    non-chief ones write to a scratch dir.
+    """
+
+    def __init__(self, run_dir: Path, model, optimizer, keep: int = 3, chief: bool = True):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self._checkpoint = tf.train.Checkpoint(
+            model=model_variables(model), optimizer=list(optimizer.variables), epoch=self.epoch
+        )
+        directory = Path(run_dir) / CHECKPOINT_DIR
+        if not chief:
+            directory = Path(run_dir) / ".workers" / f"{os.getpid()}"
+        self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), keep)
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint if any; returns the number of finished epochs."""
+        latest = self._manager.latest_checkpoint
+        if latest:
+            self._checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            return
+        self.epoch.assign(epoch + 1)
+        self._manager.save(checkpoint_number=epoch + 1)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite batch loss and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.where = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+def model_variables(model) -> list:
+    """The model's variables in construction order.
+
+    Keras 3 models are not tracked by `tf.train.Checkpoint` themselves, so checkpoints
+    hold this list; the same config always builds the same list.
+    """
+    return list(model.weights)
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    return tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR))
+
+
+def restore_model(task, run_dir: Path, overrides=()):
+    """Rebuilds a run's model from its config and restores its latest weights."""
+    run_dir = Path(run_dir)
+    config = config_lib.load(task.config_class, run_dir, overrides)
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        raise TrainingError(f"{run_dir}: no checkpoint yet; run `rnnsuite {task.name} train` first")
+    model = task.build_model(config, run_dir)
+    tf.train.Checkpoint(model=model_variables(model)).restore(latest).expect_partial()
+    return config, model
+
+
+# -- the loop ---------------------------------------------------------------------------
+def train(task, config, run_dir, data: str | None = None) -> dict:
+    """Trains `task` with `config` into `run_dir`, resuming from its last checkpoint.
+
+    Returns a summary: epochs finished, the last epoch's logs and whether it resumed.
+    Raises:
+        TrainingError: if the loss became NaN/inf (the last good checkpoint is kept).
+    """
+    run_dir = Path(run_dir)
+    train_cfg = config.train
+    keras.utils.set_random_seed(train_cfg.seed)
+    if train_cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(train_cfg.strategy)
+    chief = is_chief(strategy)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if chief:
+        config_lib.save(config, run_dir)
+
+    train_ds, val_ds = task.datasets(config, data, run_dir)
+    if train_cfg.strategy == "multi_worker":
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        train_ds = train_ds.with_options(options)
+        val_ds = val_ds.with_options(options) if val_ds is not None else None
+    steps_per_epoch = train_cfg.steps_per_epoch or _cardinality(train_ds)
+
+    with strategy.scope():
+        model = task.build_model(config, run_dir)
+        model.compile(
+            optimizer=make_optimizer(train_cfg, train_cfg.epochs * (steps_per_epoch or 1000)),
+            **task.compile_args(config),
+        )
+        model.optimizer.build(model.trainable_variables)
+        checkpoint = RunCheckpoint(
+            run_dir, model, model.optimizer, keep=train_cfg.keep_checkpoints, chief=chief
+        )
+        initial_epoch = checkpoint.restore()
+        if train_cfg.strategy == "multi_worker":
+            _patch_keras_for_multi_worker(model)
+
+    summary = {"resumed_from_epoch": initial_epoch, "epochs": initial_epoch, "logs": {}}
+    if initial_epoch >= train_cfg.epochs:
+        print(f"{run_dir}: already trained {initial_epoch} epochs (asked for {train_cfg.epochs})")
+        return summary
+    if initial_epoch:
+        print(f"{run_dir}: resuming after epoch {initial_epoch}")
+
+    nan_guard = NaNGuard()
+    callbacks = [nan_guard, checkpoint, *task.callbacks(config, run_dir)]
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
+        ]
+    if train_cfg.early_stopping_patience and val_ds is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=train_cfg.early_stopping_patience))
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=train_cfg.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=train_cfg.steps_per_epoch,
+        callbacks=callbacks,
+        shuffle=False,  # the task's tf.data pipeline shuffles
+        verbose=train_cfg.verbose,
+    )
+    if not chief:
+        shutil.rmtree(run_dir / ".workers", ignore_errors=True)
+    if nan_guard.where is not None:
+        epoch, batch = nan_guard.where
+        raise TrainingError(
+            f"loss became NaN/inf at epoch {epoch}, batch {batch}; the last good checkpoint "
+            f"(epoch {int(checkpoint.epoch.numpy())}) is kept in {run_dir}; "
+            "lower train.learning_rate or set train.clipnorm"
+        )
+    summary["epochs"] = int(checkpoint.epoch.numpy())
+    summary["steps"] = int(model.optimizer.iterations.numpy())
+    summary["logs"] = {key: float(values[-1]) for key, values in history.history.items()}
+    if chief:
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _patch_keras_for_multi_worker(model) -> None:
+    """Works around two Keras 3.15 defects under MultiWorkerMirroredStrategy (keras#20585).
+
+    1. `fit` all-reduces a first data batch to build the model symbolically, and that
+       collective fails on a worker's PerReplica batch. Our models are built already and
+       Keras builds the metrics when the train function is traced, so the step is skipped.
+    2. Per-step logs are scalars, but Keras mean-reduces them across workers along axis 0.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    if getattr(tf_trainer.reduce_per_replica, "_rnnsuite_patched", False):
+        return
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+
+            def mean(value):
+                rank = value.values[0].shape.rank if hasattr(value, "values") else value.shape.rank
+                return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+            return tf.nest.map_structure(mean, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._rnnsuite_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _cardinality(dataset) -> int | None:
+    count = int(dataset.cardinality())
+    return count if count > 0 else None

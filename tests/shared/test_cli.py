@@ -1,0 +1,98 @@
+"""The `rnnsuite` command line: the contract's actions, resume, clear one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from toy import ToyTask
+
+from shared import cli, task
+
+
+@pytest.fixture
+def toy_cli(monkeypatch):
+    """Registers the toy task as if it were installed, and runs the CLI in-process."""
+    monkeypatch.setattr(cli, "available_tasks", lambda: {"toy": "toy:ToyTask"})
+    real_get_task = task.get_task
+    monkeypatch.setattr(
+        task, "get_task", lambda name: ToyTask() if name == "toy" else real_get_task(name)
+    )
+    return cli.main
+
+
+def test_help_lists_the_tasks():
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for name in ["speech", "action", "caption", "translation"]:
+        assert name in result.stdout
+
+
+@pytest.mark.slow
+def test_train_evaluate_export_predict(toy_cli, tmp_path, capsys):
+    run_dir, out = tmp_path / "run", tmp_path / "export"
+    assert (
+        toy_cli(
+            [
+                "toy",
+                "train",
+                "--run-dir",
+                str(run_dir),
+                "--preset",
+                "small",
+                "--epochs",
+                "2",
+                "--set",
+                "train.learning_rate=0.02",
+            ]
+        )
+        == 0
+    )
+    assert "trained 2 epochs" in capsys.readouterr().out
+    assert json.loads((run_dir / "run.json").read_text())["preset"] == "small"
+
+    # Running again resumes, and --epochs extends the run.
+    assert toy_cli(["toy", "train", "--run-dir", str(run_dir), "--epochs", "5"]) == 0
+    output = capsys.readouterr().out
+    assert "resuming after epoch 2" in output and "trained 5 epochs" in output
+
+    assert toy_cli(["toy", "evaluate", "--run-dir", str(run_dir)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] > 0.9
+
+    assert toy_cli(["toy", "export", "--run-dir", str(run_dir), "--out", str(out)]) == 0
+    assert (out / "saved_model.pb").is_file()
+    capsys.readouterr()
+    assert toy_cli(["toy", "predict", "--model", str(out), "1234", "4321"]) == 0
+    assert capsys.readouterr().out.split() == ["one", "four"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["toy", "train", "--run-dir", "{tmp}", "--set", "train.epoch=3"],
+            "unknown config key 'train.epoch'",
+        ),
+        (
+            ["toy", "train", "--run-dir", "{tmp}", "--set", "model.units=lots"],
+            "bad value for 'model.units'",
+        ),
+        (["toy", "evaluate", "--run-dir", "{tmp}"], "no config.yaml"),
+        (["toy", "predict", "--model", "{tmp}", "12"], "no SavedModel"),
+        (["speech", "train", "--run-dir", "{tmp}"], "not available in this version"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(toy_cli, tmp_path, capsys, argv, message):
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert toy_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rnnsuite: error: ") and message in err and "\n" not in err
+
+
+def test_a_run_dir_of_another_preset_is_refused(toy_cli, tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "tiny", "data": None}))
+    assert toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--preset", "base"]) == 2
+    assert "trained with preset 'tiny'" in capsys.readouterr().err

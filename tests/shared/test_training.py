@@ -1,0 +1,159 @@
+"""The shared training loop: learning, run dir, resume after a kill, NaN guard, strategies."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TESTS_DIR
+from toy import ToyConfig, ToyTask
+
+from shared import config as config_lib
+from shared.config import ConfigError, TrainConfig
+from shared.errors import TrainingError
+from shared.training import make_optimizer, restore_model, train
+
+STEPS = 32  # 1024 samples / batch 32
+
+
+def toy_config(**train):
+    return config_lib.resolve(ToyConfig, overrides=[f"train.{k}={v}" for k, v in train.items()])
+
+
+def history_epochs(run_dir):
+    with open(run_dir / "history.csv") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_training_learns_and_fills_the_run_dir(tmp_path):
+    summary = train(ToyTask(), toy_config(epochs=4), tmp_path)
+    assert summary["logs"]["val_accuracy"] > 0.9  # chance is 0.25
+    assert summary["logs"]["loss"] < 0.5
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "logs").is_dir()
+    assert history_epochs(tmp_path) == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "train_summary.json").read_text())["epochs"] == 4
+    config, model = restore_model(ToyTask(), tmp_path)
+    assert ToyTask().evaluate(model, config, None, tmp_path)["accuracy"] > 0.9
+
+
+def test_running_again_continues_where_it_stopped(tmp_path):
+    train(ToyTask(), toy_config(epochs=2), tmp_path)
+    summary = train(ToyTask(), toy_config(epochs=3), tmp_path)
+    assert summary["resumed_from_epoch"] == 2 and summary["epochs"] == 3
+    assert history_epochs(tmp_path) == [0, 1, 2]
+    again = train(ToyTask(), toy_config(epochs=3), tmp_path)
+    assert again["resumed_from_epoch"] == 3 and again["logs"] == {}
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from toy import ToyTask, ToyConfig; from shared import config; from shared.training import train;"
+        "train(ToyTask(), config.resolve(ToyConfig, overrides=['train.epochs=4']), sys.argv[2])"
+    )
+    env = dict(os.environ, TOY_KILL_AT="2,5")  # dies in the middle of the third epoch
+    killed = subprocess.run(
+        [sys.executable, "-c", script, str(TESTS_DIR), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert history_epochs(tmp_path) == [0, 1]
+
+    summary = train(ToyTask(), toy_config(epochs=4), tmp_path)
+    assert summary["resumed_from_epoch"] == 2
+    assert history_epochs(tmp_path) == [0, 1, 2, 3]
+    assert summary["logs"]["val_accuracy"] > 0.9
+    # The optimizer's step counter carried on: no finished step was lost or repeated.
+    assert summary["steps"] == 4 * STEPS
+
+
+class NaNTask(ToyTask):
+    def compile_args(self, config):
+        return {"loss": lambda y, p: tf.reduce_mean(p) * float("nan")}
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    train(ToyTask(), toy_config(epochs=1), tmp_path)
+    with pytest.raises(TrainingError, match="NaN.*epoch 2, batch 1.*epoch 1"):
+        train(NaNTask(), toy_config(epochs=2), tmp_path)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-1")
+
+
+def test_mixed_precision_trains(tmp_path):
+    import keras
+
+    summary = train(ToyTask(), toy_config(epochs=1, mixed_precision=True), tmp_path)
+    assert np.isfinite(summary["logs"]["loss"])
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+
+
+def test_schedules_warm_up_and_decay():
+    optimizer = make_optimizer(
+        TrainConfig(learning_rate=0.1, lr_schedule="cosine", warmup_steps=10), 110
+    )
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else None
+    schedule = optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.0)
+    assert float(schedule(10)) == pytest.approx(0.1)
+    assert float(schedule(110)) == pytest.approx(0.001, rel=1e-3)
+    constant = make_optimizer(TrainConfig(learning_rate=0.1, warmup_steps=4), 100)._learning_rate
+    assert float(constant(2)) == pytest.approx(0.05) and float(constant(50)) == pytest.approx(0.1)
+    assert make_optimizer(TrainConfig(clipnorm=0.5), 10).clipnorm == 0.5
+
+
+def test_bad_strategy_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown strategy 'gpus'"):
+        train(ToyTask(), toy_config(strategy="gpus"), tmp_path)
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_two_local_cpu_workers_train_together(tmp_path):
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from toy import ToyTask, ToyConfig; from shared import config; from shared.training import train;"
+        "cfg = config.resolve(ToyConfig, overrides=['train.epochs=2', 'train.steps_per_epoch=4',"
+        " 'train.strategy=multi_worker']);"
+        "print('SUMMARY', train(ToyTask(), cfg, sys.argv[2]))"
+    )
+    workers = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = dict(os.environ, TF_CONFIG=tf_config)
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(TESTS_DIR), str(tmp_path / f"run{index}")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    summaries = []
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+        summaries.append(out.split("SUMMARY", 1)[1].strip())
+        assert "'epochs': 2" in summaries[-1] and "'steps': 8" in summaries[-1]
+    # Gradients were all-reduced: both workers end with the same weights, hence the same logs.
+    assert summaries[0] == summaries[1]
+    # Only the chief (worker 0) writes the run dir's shared files.
+    assert history_epochs(tmp_path / "run0") == [0, 1]
+    assert tf.train.latest_checkpoint(str(tmp_path / "run0" / "checkpoints")).endswith("-2")
+    assert not (tmp_path / "run1" / "history.csv").exists()
