@@ -92,18 +92,25 @@ class RecurrentBackbone(layers.Layer):
                 return_sequences=return_sequences or not last,
                 recurrent_dropout=recurrent_dropout,
                 name=f"{cell}_{index}",
+                dtype=self.dtype_policy,
             )
             if cell != "rnn":
                 rnn_kwargs["use_cudnn"] = use_cudnn
             rnn = CELLS[cell](**rnn_kwargs)
             if bidirectional:
-                rnn = layers.Bidirectional(rnn, merge_mode=merge_mode, name=f"bi_{cell}_{index}")
+                rnn = layers.Bidirectional(
+                    rnn, merge_mode=merge_mode, name=f"bi_{cell}_{index}", dtype=self.dtype_policy
+                )
             self.recurrent_layers.append(rnn)
             self.norm_layers.append(
-                layers.LayerNormalization(name=f"norm_{index}") if layer_norm else None
+                layers.LayerNormalization(name=f"norm_{index}", dtype=self.dtype_policy)
+                if layer_norm
+                else None
             )
             self.dropout_layers.append(
-                layers.Dropout(dropout, name=f"dropout_{index}") if dropout and not last else None
+                layers.Dropout(dropout, name=f"dropout_{index}", dtype=self.dtype_policy)
+                if dropout and not last
+                else None
             )
 
     @property

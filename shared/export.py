@@ -59,19 +59,46 @@ def export_endpoint(out_dir, endpoint, input_signature, track=(), version: int |
     return path
 
 
+METADATA = Path("assets.extra") / "rnnsuite.json"
+
+
+def write_metadata(export_dir, metadata: dict) -> None:
+    """Stores what `predict` needs beside the graph (task, input limits, known tokens)."""
+    path = Path(export_dir) / METADATA
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metadata, ensure_ascii=False, indent=1))
+
+
+def read_metadata(export_dir) -> dict:
+    """The export's metadata, or {} for a SavedModel made elsewhere."""
+    export_dir = resolve_export_dir(export_dir)
+    path = export_dir / METADATA
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_export_dir(export_dir) -> Path:
+    """`export_dir` itself, or its newest numbered version (TF Serving layout)."""
+    export_dir = Path(export_dir)
+    if (export_dir / "saved_model.pb").is_file():
+        return export_dir
+    versions = [p for p in export_dir.glob("*") if (p / "saved_model.pb").is_file()]
+    versions = sorted(versions, key=lambda p: int(p.name) if p.name.isdigit() else -1)
+    if not versions:
+        from shared.errors import RnnsuiteError
+
+        raise RnnsuiteError(f"{export_dir}: no SavedModel here (made by `export`?)")
+    return versions[-1]
+
+
 def load_endpoint(export_dir):
     """Loads an export's `serving_default` as a callable taking keyword tensors."""
     import tensorflow as tf
 
-    export_dir = Path(export_dir)
-    if not (export_dir / "saved_model.pb").is_file():
-        versions = sorted(p for p in export_dir.glob("*") if (p / "saved_model.pb").is_file())
-        if not versions:
-            from shared.errors import RnnsuiteError
-
-            raise RnnsuiteError(f"{export_dir}: no SavedModel here (made by `export`?)")
-        export_dir = versions[-1]
-    loaded = tf.saved_model.load(str(export_dir))
+    try:  # registers the tensorflow-text ops (SentencePiece) that text exports use
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
+    loaded = tf.saved_model.load(str(resolve_export_dir(export_dir)))
     return loaded.signatures[SIGNATURE]
 
 

@@ -31,6 +31,8 @@ class Task:
     presets: ClassVar[dict[str, dict]] = {}
     # What `predict` takes, for the CLI help ("wav files", "video files", "text lines").
     predict_inputs: ClassVar[str] = "inputs"
+    # Sample inputs for `make demo` (file paths or text).
+    demo_inputs: ClassVar[list[str]] = []
 
     def prepare(self, config, data: str | None) -> str:
         """Builds or validates the data; returns a one-line summary."""

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -204,11 +205,14 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         train_ds = train_ds.with_options(options)
         val_ds = val_ds.with_options(options) if val_ds is not None else None
     steps_per_epoch = train_cfg.steps_per_epoch or _cardinality(train_ds)
+    if steps_per_epoch is None and train_cfg.lr_schedule != "constant":
+        # Length-bucketed pipelines have no static size; the schedule needs one.
+        steps_per_epoch = int(train_ds.reduce(0, lambda count, _: count + 1))
 
     with strategy.scope():
         model = task.build_model(config, run_dir)
         model.compile(
-            optimizer=make_optimizer(train_cfg, train_cfg.epochs * (steps_per_epoch or 1000)),
+            optimizer=make_optimizer(train_cfg, train_cfg.epochs * (steps_per_epoch or 1)),
             **task.compile_args(config),
         )
         model.optimizer.build(model.trainable_variables)
@@ -235,16 +239,19 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         ]
     if train_cfg.early_stopping_patience and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(patience=train_cfg.early_stopping_patience))
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=train_cfg.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=train_cfg.steps_per_epoch,
-        callbacks=callbacks,
-        shuffle=False,  # the task's tf.data pipeline shuffles
-        verbose=train_cfg.verbose,
-    )
+    with warnings.catch_warnings():
+        # Keras warns at the end of every epoch of a dataset of unknown size; that is expected.
+        warnings.filterwarnings("ignore", "Your input ran out of data")
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=train_cfg.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=train_cfg.steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the task's tf.data pipeline shuffles
+            verbose=train_cfg.verbose,
+        )
     if not chief:
         shutil.rmtree(run_dir / ".workers", ignore_errors=True)
     if nan_guard.where is not None:
