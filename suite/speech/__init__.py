@@ -1,0 +1,1 @@
+"""Speech recognition: a multi-voice spoken corpus, audio input, and text normalisation."""

@@ -1,0 +1,1 @@
+"""Video: action recognition and captioning on rendered motion-capture clips or user videos."""

@@ -1,0 +1,118 @@
+"""Audio input: any format, rate and channel count to 16 kHz mono; bad files named."""
+
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+
+from shared.errors import DataError
+from suite.speech.audio import (
+    MAX_SECONDS,
+    ClippingWarning,
+    duration,
+    load_audio,
+    write_audio,
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Overrides the conftest's per-test Keras reset: these tests never touch Keras, and
+    importing and clearing it costs seconds here."""
+    yield
+
+
+def _tone(seconds=1.0, rate=16000, frequency=440.0, amplitude=0.5):
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def _peak_frequency(samples, rate):
+    spectrum = np.abs(np.fft.rfft(samples))
+    return np.fft.rfftfreq(len(samples), 1 / rate)[np.argmax(spectrum)]
+
+
+def test_converts_44k_stereo_to_16k_mono(tmp_path):
+    left, right = _tone(rate=44100, frequency=440), _tone(rate=44100, frequency=440, amplitude=0.3)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1), 44100)
+
+    samples = load_audio(path)
+
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - 16000) <= 2
+    assert _peak_frequency(samples, 16000) == pytest.approx(440, abs=2)
+    # Channels are averaged: the mean of 0.5 and 0.3 amplitude tones.
+    assert np.max(np.abs(samples)) == pytest.approx(0.4, abs=0.01)
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".ogg", ".mp3"])
+def test_reads_compressed_formats_at_any_rate(tmp_path, suffix):
+    path = tmp_path / f"tone{suffix}"
+    soundfile.write(path, _tone(rate=22050, frequency=1000), 22050)
+
+    samples = load_audio(path)
+
+    # mp3 encoders pad the start with up to ~50 ms.
+    assert abs(len(samples) / 16000 - 1.0) < 0.06
+    assert _peak_frequency(samples, 16000) == pytest.approx(1000, abs=5)
+
+
+def test_write_audio_round_trips(tmp_path):
+    path = write_audio(tmp_path / "nested" / "out.wav", _tone(0.5), 16000)
+    info = soundfile.info(path)
+    assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert duration(path) == pytest.approx(0.5)
+    np.testing.assert_allclose(load_audio(path), _tone(0.5), atol=1e-4)
+
+
+def test_refuses_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nothere\.wav: no such audio file"):
+        load_audio(tmp_path / "nothere.wav")
+
+
+def test_refuses_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.wav"
+    path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    with pytest.raises(DataError, match=r"corrupt\.wav: .*corrupt"):
+        load_audio(path)
+
+
+def test_refuses_empty_file(tmp_path):
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros(0, np.float32), 16000)
+    with pytest.raises(DataError, match=r"empty\.wav: empty audio file \(0 samples\)"):
+        load_audio(path)
+
+
+def test_refuses_silent_file(tmp_path):
+    path = tmp_path / "silent.flac"
+    soundfile.write(path, np.full(16000, 1e-5, np.float32), 16000)
+    with pytest.raises(DataError, match=r"silent\.flac: silent audio"):
+        load_audio(path)
+
+
+def test_refuses_too_long_file_stating_the_limit(tmp_path):
+    path = tmp_path / "long.wav"
+    # A low rate keeps the file small; the limit is on seconds.
+    soundfile.write(path, _tone(MAX_SECONDS + 1, rate=1000, frequency=100), 1000)
+    with pytest.raises(
+        DataError, match=rf"long\.wav: audio is 61\.0 s long, over the {MAX_SECONDS:g} s limit"
+    ):
+        load_audio(path)
+    with pytest.raises(DataError, match=r"over the 0\.5 s limit"):
+        load_audio(write_audio(tmp_path / "short.wav", _tone(1.0), 16000), max_seconds=0.5)
+    assert len(load_audio(path, max_seconds=None)) == 61 * 16000
+
+
+def test_clipping_policy(tmp_path):
+    path = write_audio(tmp_path / "clipped.wav", np.clip(_tone(amplitude=2.0), -1, 1), 16000)
+    with pytest.warns(ClippingWarning, match=r"clipped\.wav: clipped audio"):
+        load_audio(path)
+    with pytest.raises(DataError, match=r"clipped\.wav: clipped audio"):
+        load_audio(path, clipping="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_audio(path, clipping="ignore")
+        load_audio(write_audio(tmp_path / "clean.wav", _tone(), 16000))
