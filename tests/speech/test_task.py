@@ -1,0 +1,51 @@
+"""The speech task through the CLI: embedded corpus, train, evaluate, export, predict."""
+
+import json
+
+import numpy as np
+import pytest
+
+from shared import cli
+from suite.speech.audio import write_audio
+
+
+@pytest.mark.slow
+def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
+    run_dir, export_dir = tmp_path / "run", tmp_path / "export"
+    assert (
+        cli.main(
+            [
+                "speech",
+                "train",
+                "--run-dir",
+                str(run_dir),
+                "--preset",
+                "tiny",
+                "--set",
+                "train.verbose=0",
+            ]
+        )
+        == 0
+    )
+    assert (run_dir / "feature_stats.json").is_file() and (run_dir / "vocab.json").is_file()
+
+    assert cli.main(["speech", "evaluate", "--run-dir", str(run_dir)]) == 0
+    scores = json.loads((run_dir / "metrics.json").read_text())
+    assert scores["utterances"] == 6
+    assert {"wer", "cer", "wer_telephone", "cer_telephone"} <= scores.keys()
+    assert any(key.startswith("wer[flite:slt") or key.startswith("wer[festival") for key in scores)
+    assert (run_dir / "predictions.tsv").read_text().count("\n") == 7
+
+    assert cli.main(["speech", "export", "--run-dir", str(run_dir), "--out", str(export_dir)]) == 0
+    wav = tmp_path / "hello.wav"
+    rng = np.random.default_rng(0)
+    write_audio(wav, (0.3 * np.sin(np.arange(24000) / 7.0) + rng.normal(0, 0.01, 24000)), 24000)
+    capsys.readouterr()
+    assert cli.main(["speech", "predict", "--model", str(export_dir), str(wav)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{wav}\t")
+
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF" + bytes(rng.integers(0, 255, 100, dtype=np.uint8)))
+    assert cli.main(["speech", "predict", "--model", str(export_dir), str(corrupt)]) == 2
+    assert str(corrupt) in capsys.readouterr().err
