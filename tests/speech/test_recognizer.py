@@ -1,10 +1,10 @@
 """SpeechRecognizer on a toy tone language: learning, decoding, export, augmentation."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from shared import metrics
 from shared.ctc import num_ctc_classes
 from shared.export import export_endpoint, serve_in_fresh_process
