@@ -213,6 +213,7 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         model = task.build_model(config, run_dir)
         model.compile(
             optimizer=make_optimizer(train_cfg, train_cfg.epochs * (steps_per_epoch or 1)),
+            jit_compile=train_cfg.jit_compile,
             **task.compile_args(config),
         )
         model.optimizer.build(model.trainable_variables)
