@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared import config as config_lib
 from shared.task import CONTRACT_TASKS, available_tasks, get_task
 
 
@@ -34,7 +35,8 @@ def main(runs: str = "runs", exports: str = "exports") -> int:
         run(name, "train", "--run-dir", str(run_dir), "--preset", "tiny")
         run(name, "evaluate", "--run-dir", str(run_dir))
         run(name, "export", "--run-dir", str(run_dir), "--out", str(export_dir))
-        run(name, "predict", "--model", str(export_dir), *task.demo_inputs)
+        config = config_lib.resolve(task.config_class, task.presets, "tiny")
+        run(name, "predict", "--model", str(export_dir), *task.demo_inputs(config))
     return 0
 
 

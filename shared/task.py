@@ -31,8 +31,6 @@ class Task:
     presets: ClassVar[dict[str, dict]] = {}
     # What `predict` takes, for the CLI help ("wav files", "video files", "text lines").
     predict_inputs: ClassVar[str] = "inputs"
-    # Sample inputs for `make demo` (file paths or text).
-    demo_inputs: ClassVar[list[str]] = []
 
     def prepare(self, config, data: str | None) -> str:
         """Builds or validates the data; returns a one-line summary."""
@@ -53,6 +51,10 @@ class Task:
     def compile_args(self, config) -> dict:
         """Keyword arguments for `model.compile` besides the optimizer (loss, metrics)."""
         return {}
+
+    def demo_inputs(self, config) -> list[str]:
+        """A few sample inputs for `predict` in `make demo` (file paths or text)."""
+        return []
 
     def callbacks(self, config, run_dir: Path) -> list:
         """Extra Keras callbacks for training (sample decodes, custom logs)."""

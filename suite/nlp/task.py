@@ -102,10 +102,9 @@ class TranslationTask(Task):
     config_class = TranslationConfig
     presets = PRESETS
     predict_inputs = "text lines"
-    demo_inputs = [
-        "In the beginning, God created the heavens and the earth.",
-        "Jesus wept.",
-    ]
+
+    def demo_inputs(self, config):
+        return ["In the beginning, God created the heavens and the earth.", "Jesus wept."]
 
     # -- data ----------------------------------------------------------------------------
     def _pairs(self, config, data):

@@ -172,6 +172,10 @@ class SpeechTask(Task):
             [u.origin or str(u.path) for u in utterances],
         )
 
+    def demo_inputs(self, config):
+        """Three wav files of the embedded corpus's test voices."""
+        return [str(u.path) for u in self._manifests(config, None)["test"][:3]]
+
     def prepare(self, config, data):
         counts = {name: len(self._split(config, data, name).waveforms) for name in corpus.SPLITS}
         return "speech data ready: " + ", ".join(f"{k} {v}" for k, v in counts.items())
