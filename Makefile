@@ -43,8 +43,8 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
 lint:
-	$(VENV)/bin/ruff check shared suite tests
-	$(VENV)/bin/ruff format --check shared suite tests
+	$(VENV)/bin/ruff check shared suite tests bench
+	$(VENV)/bin/ruff format --check shared suite tests bench
 
 format:
 	$(VENV)/bin/ruff format shared suite tests
@@ -61,8 +61,13 @@ train-nlp: train-translation
 export-speech export-action export-caption export-translation: export-%:
 	$(RNNSUITE) $* export --run-dir $(RUNS)/$* --out $(EXPORTS)/$*
 
-bench bench-quick:
-	@echo "make $@: the benchmark suite is not implemented yet (issue 7)"; exit 1
+# Speed side by side with plain Keras, PyTorch (the `bench` extra, skipped when absent) and
+# librosa; writes bench/results/<timestamp>.json + .md and README's benchmark section.
+bench:
+	$(PY) -m bench.run --profile full
+
+bench-quick:
+	$(PY) -m bench.run --profile quick
 
 clean:
 	rm -rf $(RUNS) $(EXPORTS) .pytest_cache .ruff_cache

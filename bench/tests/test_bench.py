@@ -1,0 +1,122 @@
+"""The benchmark suite's own arithmetic and reporting (fast; no timing is run).
+
+.venv/bin/python -m pytest bench/tests -q
+"""
+
+import json
+
+import pytest
+
+from bench import machine, report
+from bench.backbone import forward_flops, train_step_flops
+from bench.profiles import PROFILES, BackboneCase
+from bench.timing import Timer, interleave
+
+
+def test_flops_count_every_gate_layer_and_direction():
+    lstm = BackboneCase("lstm", units=128, time=50, batch=32)
+    assert forward_flops(lstm) == 2 * 50 * 32 * (128 + 128) * 4 * 128
+    assert train_step_flops(lstm) == 3 * forward_flops(lstm)
+    gru = BackboneCase("gru", units=64, time=10, batch=8, features=40)
+    assert forward_flops(gru) == 2 * 10 * 8 * (40 + 64) * 3 * 64
+    stacked = BackboneCase("rnn", units=16, time=5, batch=2, layers=2, bidirectional=True)
+    first = 2 * (2 * 5 * 2 * (16 + 16) * 1 * 16)
+    second = 2 * (2 * 5 * 2 * (32 + 16) * 1 * 16)  # the second layer sees both directions
+    assert forward_flops(stacked) == first + second
+
+
+def test_peak_from_cpu_flags_and_clock(monkeypatch):
+    monkeypatch.delenv("BENCH_FMA_UNITS", raising=False)
+    avx2 = {"flags": "sse4_2 avx avx2 fma", "cpu MHz": "2445.404", "model name": "AMD EPYC"}
+    peak = machine.cpu_peak(avx2, {}, cores=2)
+    assert peak["gflops"] == pytest.approx(2 * 8 * 2 * 2 * 2.445404, abs=0.1)
+    assert "assumed" in peak["assumption"]
+    xeon = {"flags": "avx2 fma avx512f", "model name": "Intel Xeon Gold 6248 @ 2.50GHz"}
+    peak = machine.cpu_peak(xeon, {"CPU max MHz": "3900.0"}, cores=4)
+    assert (peak["lanes"], peak["ghz"]) == (16, 3.9)
+    monkeypatch.setenv("BENCH_FMA_UNITS", "1")
+    assert machine.cpu_peak(xeon, {}, cores=1)["gflops"] == pytest.approx(16 * 1 * 2 * 2.5)
+
+
+def test_timer_discards_warm_up_and_times_every_repeat():
+    calls = []
+    timer = Timer("count", lambda: calls.append(1))
+    timer.warm_up(warmup=2, min_time=0.0)
+    assert len(calls) == 2 + 1
+    other = Timer("other", lambda: None)
+    other.warm_up(1, 0.0)
+    interleave([timer, other], repeats=5)
+    assert len(calls) == 3 + (1 + 5) * timer.steps  # one untimed round, then the repeats
+    summary = timer.summary()
+    assert summary["repeats"] == 5 and summary["p25_s"] <= summary["median_s"] <= summary["p75_s"]
+
+
+def test_profiles_keep_at_least_five_repeats():
+    assert all(profile.repeats >= 5 for profile in PROFILES.values())
+
+
+def _timing(seconds, cpu=None):
+    cpu = seconds if cpu is None else cpu
+    return {
+        "median_s": seconds,
+        "p25_s": seconds,
+        "p75_s": seconds,
+        "cpu_median_s": cpu,
+        "cpu_p25_s": cpu,
+        "cpu_p75_s": cpu,
+        "cpu_util": cpu / seconds,
+    }
+
+
+def _results():
+    case = {"cell": "lstm", "units": 8, "time": 4, "batch": 2, "layers": 1, "bidirectional": False}
+    rows = [
+        {
+            "case": case,
+            "label": "8u T4 B2",
+            "variant": variant,
+            "threads": 1,
+            "gflop_per_step": 0.5,
+            "timing": _timing(2 * s, cpu=s),
+        }
+        for variant, s in (("rnnsuite", 0.02), ("keras", 0.01), ("torch", 0.04))
+    ]
+    info = machine.machine_info()
+    return {
+        "profile": "quick",
+        "git": "abc1234",
+        "started": "2026-01-01T00:00:00+00:00",
+        "repeats": 5,
+        "machine": info,
+        "load_start": [1.0, 1.0, 1.0],
+        "load_end": [2.0, 1.5, 1.0],
+        "sections": {"backbone": {"rows": rows}},
+    }
+
+
+def test_report_uses_cpu_time_for_one_thread_and_says_what_is_not_measured():
+    markdown = report.render(_results())
+    # 2 samples per 0.02 CPU-seconds, not per 0.04 wall seconds.
+    assert "| LSTM | 8u T4 B2 | 0.50 | 100 " in markdown
+    assert "0.50×" in markdown and "2.00×" in markdown  # vs Keras, vs PyTorch
+    assert "make bench-quick" in markdown
+    assert markdown.count("not measured yet") == len(report.NOT_MEASURED)
+
+
+def test_readme_section_is_inserted_once_then_replaced(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Development\n\nlint\n")
+    report.update_readme("first table\n", readme)
+    text = readme.read_text()
+    assert text.index("## Benchmarks") < text.index("## Development")
+    report.update_readme("second table\n", readme)
+    text = readme.read_text()
+    assert "second table" in text and "first table" not in text
+    assert text.count("## Benchmarks") == 1 and text.count(report.START) == 1
+
+
+def test_report_command_renders_a_results_file(tmp_path, capsys):
+    path = tmp_path / "20260101-000000.json"
+    path.write_text(json.dumps(_results()))
+    assert report.main([str(path), "--no-readme"]) == 0
+    assert path.with_suffix(".md").read_text() == capsys.readouterr().out.rstrip("\n") + "\n"
