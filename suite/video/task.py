@@ -1,0 +1,467 @@
+"""The action-recognition task: clips -> frame CNN -> `ActionClassifier`, and its export.
+
+`datasets` first gets the run's frame CNN (trained on the training clips' frames when no
+ImageNet weights are given, see `suite.video.features`), stores it in the run dir
+(`frame_cnn.weights.h5`, `frame_cnn.json`) with the class list (`labels.json`), then caches
+the CNN features of every clip, so the recurrent model trains on features only. With
+`model.finetune` the CNN sits inside the model instead and trains with it on frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from shared.config import TrainConfig
+from shared.errors import DataError
+from shared.export import export_endpoint, load_endpoint, read_metadata, write_metadata
+from shared.task import Task
+from suite.video.action import ActionClassifier
+from suite.video.features import build_frame_encoder, prepare_frames, train_frame_encoder
+from suite.video.frames import read_video
+from suite.video.pipeline import (
+    FramesSpec,
+    clip_features,
+    clip_frames,
+    corpus_root,
+    load_labels,
+    load_source,
+    make_dataset,
+    save_labels,
+)
+
+CNN_WEIGHTS = "frame_cnn.weights.h5"
+CNN_INFO = "frame_cnn.json"
+
+
+@dataclass
+class ActionDataConfig:
+    # Embedded corpus: clips of every action in each split, and how they are rendered.
+    train_clips: int = 40
+    valid_clips: int = 8
+    test_clips: int = 12
+    render_frames: int = 32
+    render_size: int = 112
+    seed: int = 0
+    # Rendering processes (pybullet) and video-decoding threads.
+    workers: int = 2
+    # A subset of the 15 actions (empty: all).
+    actions: list[str] = field(default_factory=list)
+    # Class folders (`--data DIR`) and TFDS sets: the share held out for valid and test.
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+@dataclass
+class FramesConfig:
+    num_frames: int = 16
+    size: int = 96
+    sampling: str = "uniform"  # uniform | strided
+    stride: int = 2
+    # Frame CNN: a key of suite.video.features.ARCHITECTURES. The default `convnet` is a
+    # plain CNN that trains from scratch quickly; keras.applications nets (mobilenet_v3_small,
+    # efficientnet_b0, ...) are the choice with ImageNet weights (frames.weights).
+    cnn: str = "convnet"
+    # "" (train the CNN on the training clips), a weights file (e.g. ImageNet *_notop), or
+    # "imagenet" (downloaded by Keras where the internet is reachable).
+    weights: str = ""
+    # Clips per batch when computing features.
+    batch_size: int = 32
+
+
+@dataclass
+class CnnTrainConfig:
+    """Training the frame CNN on training clips (Temporal Segment Network) before caching."""
+
+    epochs: int = 12
+    segments: int = 4
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    dropout: float = 0.3
+    augment: bool = True
+    # With frames.weights set, the CNN stays frozen unless this is true.
+    tune_pretrained: bool = False
+
+
+@dataclass
+class ActionModelConfig:
+    cell: str = "gru"
+    units: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.3
+    input_dropout: float = 0.2
+    # End to end: the frame CNN inside the model, trained with it on frames (slow on CPU).
+    finetune: bool = False
+
+
+@dataclass
+class ActionConfig:
+    data: ActionDataConfig = field(default_factory=ActionDataConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    cnn: CnnTrainConfig = field(default_factory=CnnTrainConfig)
+    model: ActionModelConfig = field(default_factory=ActionModelConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=40, batch_size=32, learning_rate=2e-3, lr_schedule="cosine"
+        )
+    )
+
+
+PRESETS = {
+    "tiny": {
+        "data": {
+            "train_clips": 2,
+            "valid_clips": 1,
+            "test_clips": 1,
+            "render_frames": 12,
+            "render_size": 48,
+            "workers": 1,
+        },
+        "frames": {"num_frames": 8, "size": 48, "batch_size": 16},
+        "cnn": {"epochs": 1, "segments": 2, "batch_size": 8},
+        "model": {"units": 32},
+        "train": {"epochs": 3, "batch_size": 8},
+    },
+    "small": {},
+    "base": {
+        "data": {"train_clips": 100, "valid_clips": 12, "test_clips": 20, "render_size": 160},
+        "frames": {"size": 112},
+        "cnn": {"epochs": 40, "batch_size": 32},
+        "model": {"units": 256, "num_layers": 2, "bidirectional": True},
+        "train": {"epochs": 60, "batch_size": 64},
+    },
+}
+
+
+def frames_spec(config) -> FramesSpec:
+    f = config.frames
+    if f.sampling not in ("uniform", "strided"):
+        raise DataError(f"frames.sampling must be uniform or strided, got {f.sampling!r}")
+    if f.num_frames < 1 or f.size < 32:
+        raise DataError("frames.num_frames must be >= 1 and frames.size >= 32")
+    return FramesSpec(f.num_frames, f.size, f.sampling, f.stride)
+
+
+def load_frame_encoder(run_dir: Path):
+    """The run's frame CNN, as `datasets` stored it."""
+    run_dir = Path(run_dir)
+    info_path, weights_path = run_dir / CNN_INFO, run_dir / CNN_WEIGHTS
+    if not (info_path.is_file() and weights_path.is_file()):
+        raise DataError(f"{run_dir}: no frame CNN ({CNN_WEIGHTS}); run `rnnsuite action train`")
+    info = json.loads(info_path.read_text())
+    encoder = build_frame_encoder(info["architecture"], info["size"])
+    encoder.cnn.load_weights(str(weights_path))
+    return encoder
+
+
+class ActionTask(Task):
+    name = "action"
+    summary = "action recognition: frame CNN features -> GRU -> softmax (default: rendered mocap)"
+    config_class = ActionConfig
+    presets = PRESETS
+    predict_inputs = "video files"
+
+    def demo_inputs(self, config) -> list[str]:
+        """Test clips of the embedded corpus as `config` renders it (by `train`)."""
+        from suite.video import corpus
+
+        d = config.data
+        counts = {"train": d.train_clips, "valid": d.valid_clips, "test": d.test_clips}
+        root = corpus_root(d.render_frames, d.render_size, counts, d.seed, corpus.ACTIONS)
+        paths = []
+        for label in ("walk", "cartwheel", "punch"):
+            params = corpus.sample_params(label, "test", 0, d.seed, d.render_frames, d.render_size)
+            paths.append(str(root / "test" / label / f"{params.clip_id}{corpus.VIDEO_SUFFIX}"))
+        return paths
+
+    # -- data ----------------------------------------------------------------------------
+    def prepare(self, config, data):
+        return self._source(config, data).summary()
+
+    def _source(self, config, data):
+        return load_source(data, config.data, progress=config.train.verbose != 0)
+
+    def _frame_encoder(self, config, run_dir, source, labels, spec):
+        """The run's frame CNN: loaded from the run dir, or built (and trained) and stored.
+
+        Returns `(encoder, train_frames or None)`; the frames are kept for fine-tuning.
+        """
+        run_dir = Path(run_dir)
+        f, c = config.frames, config.cnn
+        if (run_dir / CNN_WEIGHTS).is_file():
+            encoder = load_frame_encoder(run_dir)
+            if (encoder.architecture, encoder.size) != (f.cnn, f.size):
+                raise DataError(
+                    f"{run_dir}: its frame CNN is {encoder.architecture} at {encoder.size}px, "
+                    f"the config asks for {f.cnn} at {f.size}px; use a new --run-dir"
+                )
+            return encoder, None
+        encoder = build_frame_encoder(f.cnn, f.size, f.weights)
+        progress = config.train.verbose != 0
+        trained, train_frames = {}, None
+        if c.epochs > 0 and (not f.weights or c.tune_pretrained):
+            workers = config.data.workers
+            train_frames = clip_frames(source, "train", labels, spec, workers, progress)
+            valid = source.clips("valid")
+            valid_frames = (
+                clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
+            )
+            trained = train_frame_encoder(
+                encoder,
+                len(labels),
+                (train_frames.inputs, train_frames.valid, train_frames.labels),
+                (valid_frames.inputs, valid_frames.valid, valid_frames.labels)
+                if valid_frames
+                else None,
+                segments=min(c.segments, spec.num_frames),
+                epochs=c.epochs,
+                batch_size=c.batch_size,
+                learning_rate=c.learning_rate,
+                dropout=c.dropout,
+                augment=c.augment,
+                seed=config.train.seed,
+                verbose=2 if config.train.verbose else 0,
+            )
+        encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
+        info = {
+            "architecture": f.cnn,
+            "size": f.size,
+            "feature_dim": encoder.feature_dim,
+            "weights": f.weights or "trained on the training clips",
+            "training": trained,
+        }
+        (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+        return encoder, train_frames
+
+    def datasets(self, config, data, run_dir):
+        spec = frames_spec(config)
+        source = self._source(config, data)
+        labels = save_labels(run_dir, source.labels)
+        encoder, train_frames = self._frame_encoder(config, run_dir, source, labels, spec)
+        d, t = config.data, config.train
+        progress = t.verbose != 0
+        has_valid = bool(source.clips("valid"))
+        if config.model.finetune:
+            train = train_frames or clip_frames(source, "train", labels, spec, d.workers, progress)
+            valid = clip_frames(source, "valid", labels, spec, d.workers, progress)
+        else:
+            batch = config.frames.batch_size
+
+            def features(split):
+                return clip_features(
+                    source, split, labels, spec, encoder, batch, d.workers, progress
+                )
+
+            train = features("train")
+            valid = features("valid") if has_valid else None
+        return (
+            make_dataset(train, t.batch_size, shuffle=True, seed=t.seed),
+            make_dataset(valid, t.batch_size) if valid is not None else None,
+        )
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self, config, run_dir):
+        labels = load_labels(run_dir)
+        m = config.model
+        encoder = load_frame_encoder(run_dir)
+        model = ActionClassifier(
+            len(labels),
+            cell=m.cell,
+            units=m.units,
+            num_layers=m.num_layers,
+            bidirectional=m.bidirectional,
+            dropout=m.dropout,
+            input_dropout=m.input_dropout,
+            frame_encoder=encoder if m.finetune else None,
+        )
+        return model.build_for(feature_dim=encoder.feature_dim)
+
+    def compile_args(self, config):
+        import keras
+
+        return {
+            "loss": keras.losses.SparseCategoricalCrossentropy(),
+            "metrics": [
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+            ],
+        }
+
+    # -- evaluation ----------------------------------------------------------------------
+    def test_arrays(self, model, config, data, run_dir, split="test"):
+        """The split as the model's input arrays (cached features, or frames to fine-tune)."""
+        labels = load_labels(run_dir)
+        source = self._source(config, data)
+        spec = frames_spec(config)
+        d, progress = config.data, config.train.verbose != 0
+        if model.frame_encoder is not None:
+            return labels, clip_frames(source, split, labels, spec, d.workers, progress)
+        encoder = load_frame_encoder(run_dir)
+        arrays = clip_features(
+            source, split, labels, spec, encoder, config.frames.batch_size, d.workers, progress
+        )
+        return labels, arrays
+
+    def evaluate(self, model, config, data, run_dir):
+        run_dir = Path(run_dir)
+        labels, arrays = self.test_arrays(model, config, data, run_dir)
+        # One-element tuples: Keras would read a pair as (inputs, targets).
+        dataset = make_dataset(arrays, config.train.batch_size).map(lambda inputs, _: (inputs,))
+        probabilities = model.predict(dataset, verbose=0)
+        truth = arrays.labels
+        ranked = np.argsort(-probabilities, axis=1)
+        predicted = ranked[:, 0]
+        top5 = (ranked[:, :5] == truth[:, None]).any(axis=1)
+        classes = len(labels)
+        confusion = np.zeros((classes, classes), np.int64)
+        np.add.at(confusion, (truth, predicted), 1)
+        per_class = {
+            label: float(confusion[i, i] / confusion[i].sum())
+            for i, label in enumerate(labels)
+            if confusion[i].sum()
+        }
+        scores = {
+            "clips": int(len(truth)),
+            "top1": float((predicted == truth).mean()),
+            "top5": float(top5.mean()),
+            "mean_class_accuracy": float(np.mean(list(per_class.values()))),
+        }
+        scores.update({f"accuracy_{label}": value for label, value in per_class.items()})
+        with open(run_dir / "predictions.tsv", "w", encoding="utf-8") as handle:
+            handle.write("clip\tlabel\tpredicted\tconfidence\n")
+            for clip, true, guess, probs in zip(
+                arrays.clips, truth, predicted, probabilities, strict=True
+            ):
+                where = clip.path or clip.key
+                handle.write(f"{where}\t{labels[true]}\t{labels[guess]}\t{probs[guess]:.4f}\n")
+        with open(run_dir / "confusion_matrix.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true \\ predicted", *labels])
+            for label, row in zip(labels, confusion, strict=True):
+                writer.writerow([label, *row.tolist()])
+        draw_confusion_matrix(confusion, labels, run_dir / "confusion_matrix.png")
+        return scores
+
+    # -- export and serving --------------------------------------------------------------
+    def export(self, model, config, run_dir, out_dir):
+        labels = load_labels(run_dir)
+        spec = frames_spec(config)
+        encoder = model.frame_encoder or load_frame_encoder(run_dir)
+        names = tf.constant(labels)
+
+        def classify(frames, length):
+            picked, valid = prepare_frames(
+                frames, length, spec.num_frames, spec.size, spec.sampling, spec.stride
+            )
+            inputs = picked if model.frame_encoder is not None else encoder(picked, training=False)
+            probabilities = model((inputs, valid), training=False)
+            return {
+                "label": tf.gather(names, tf.argmax(probabilities, axis=-1)),
+                "probabilities": probabilities,
+            }
+
+        signature = [
+            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="frames"),
+            tf.TensorSpec([None], tf.int32, name="length"),
+        ]
+        track = [model] if model.frame_encoder is not None else [encoder, model]
+        path = export_endpoint(out_dir, classify, signature, track=track)
+        write_metadata(
+            path,
+            {
+                "task": self.name,
+                "labels": labels,
+                "num_frames": spec.num_frames,
+                "size": spec.size,
+                "sampling": spec.sampling,
+                "stride": spec.stride,
+                "cnn": encoder.architecture,
+            },
+        )
+        return path
+
+    def predict(self, export_dir, inputs, batch_size: int = 8):
+        if not inputs:
+            raise DataError("no video files to classify")
+        metadata = read_metadata(export_dir)
+        if metadata.get("task", self.name) != self.name:
+            raise DataError(f"{export_dir}: a {metadata['task']!r} export, not an action model")
+        # Decode everything first: a bad file is reported before any work is done.
+        clips = [read_video(path) for path in inputs]
+        endpoint = load_endpoint(export_dir)
+        results: list[tuple[str, float] | None] = [None] * len(clips)
+        by_size: dict[tuple, list[int]] = {}
+        for number, frames in enumerate(clips):
+            by_size.setdefault(frames.shape[1:], []).append(number)
+        for numbers in by_size.values():
+            for start in range(0, len(numbers), batch_size):
+                chunk = numbers[start : start + batch_size]
+                longest = max(len(clips[n]) for n in chunk)
+                batch = np.zeros((len(chunk), longest, *clips[chunk[0]].shape[1:]), np.uint8)
+                for row, n in enumerate(chunk):
+                    batch[row, : len(clips[n])] = clips[n]
+                length = np.array([len(clips[n]) for n in chunk], np.int32)
+                out = endpoint(frames=tf.constant(batch), length=tf.constant(length))
+                names = out["label"].numpy()
+                confidence = out["probabilities"].numpy().max(axis=1)
+                for row, n in enumerate(chunk):
+                    results[n] = (names[row].decode("utf-8"), float(confidence[row]))
+        return [
+            f"{path}\t{label}\t{confidence:.4f}"
+            for path, (label, confidence) in zip(inputs, results, strict=True)
+        ]
+
+
+def draw_confusion_matrix(confusion: np.ndarray, labels: list[str], path: Path) -> Path:
+    """Draws a confusion matrix (rows: true class, columns: predicted) as a PNG with OpenCV.
+
+    Cells are shaded by the share of their row and show their count.
+    """
+    import cv2
+
+    classes = len(labels)
+    cell = 34
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+    text_width = max(cv2.getTextSize(label, font, scale, 1)[0][0] for label in labels) + 12
+    left, top = text_width + 24, text_width + 40
+    width, height = left + classes * cell + 12, top + classes * cell + 12
+    image = np.full((height, width, 3), 255, np.uint8)
+    totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    share = confusion / totals
+    for i in range(classes):
+        for j in range(classes):
+            y, x = top + i * cell, left + j * cell
+            # White to dark blue (BGR) with the share of the row.
+            shade = np.array([255, 255, 255]) - share[i, j] * np.array([75, 185, 225])
+            cv2.rectangle(image, (x, y), (x + cell, y + cell), shade.tolist(), -1)
+            cv2.rectangle(image, (x, y), (x + cell, y + cell), (200, 200, 200), 1)
+            if confusion[i, j]:
+                text = str(int(confusion[i, j]))
+                colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
+                (w, h), _ = cv2.getTextSize(text, font, scale, 1)
+                origin = (x + (cell - w) // 2, y + (cell + h) // 2)
+                cv2.putText(image, text, origin, font, scale, colour, 1, cv2.LINE_AA)
+    for i, label in enumerate(labels):
+        (w, h), _ = cv2.getTextSize(label, font, scale, 1)
+        y = top + i * cell + (cell + h) // 2
+        cv2.putText(image, label, (left - w - 8, y), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    # Column labels: written horizontally on a strip, then turned to read bottom to top.
+    strip = np.full((cell * classes, text_width, 3), 255, np.uint8)
+    for j, label in enumerate(labels):
+        (w, h), _ = cv2.getTextSize(label, font, scale, 1)
+        y = j * cell + (cell + h) // 2
+        cv2.putText(strip, label, (8, y), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    turned = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    image[top - text_width - 4 : top - 4, left : left + classes * cell] = turned
+    cv2.putText(image, "true", (6, 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "predicted", (left, 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    path = Path(path)
+    if not cv2.imwrite(str(path), image):
+        raise DataError(f"{path}: OpenCV could not write the confusion matrix image")
+    return path
