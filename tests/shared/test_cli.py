@@ -82,7 +82,7 @@ def test_train_evaluate_export_predict(toy_cli, tmp_path, capsys):
         ),
         (["toy", "evaluate", "--run-dir", "{tmp}"], "no config.yaml"),
         (["toy", "predict", "--model", "{tmp}", "12"], "no SavedModel"),
-        (["speech", "train", "--run-dir", "{tmp}"], "not available in this version"),
+        (["caption", "train", "--run-dir", "{tmp}"], "not available in this version"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(toy_cli, tmp_path, capsys, argv, message):
