@@ -249,7 +249,11 @@ class ActionTask(Task):
         has_valid = bool(source.clips("valid"))
         if config.model.finetune:
             train = train_frames or clip_frames(source, "train", labels, spec, d.workers, progress)
-            valid = clip_frames(source, "valid", labels, spec, d.workers, progress)
+            valid = (
+                clip_frames(source, "valid", labels, spec, d.workers, progress)
+                if has_valid
+                else None
+            )
         else:
             batch = config.frames.batch_size
 
