@@ -207,14 +207,7 @@ class Vocabulary(keras.layers.Layer):
         ids = tokens.with_flat_values(
             tf.cast(self.token_to_id_lookup(tokens.flat_values), tf.int32)
         )
-        batch = ids.nrows()
-        if add_bos:
-            bos = tf.fill([batch, 1], tf.constant(BOS_ID, tf.int32))
-            ids = tf.concat([tf.RaggedTensor.from_tensor(bos), ids], axis=1)
-        if add_eos:
-            eos = tf.fill([batch, 1], tf.constant(EOS_ID, tf.int32))
-            ids = tf.concat([ids, tf.RaggedTensor.from_tensor(eos)], axis=1)
-        return ids
+        return add_markers(ids, add_bos, add_eos)
 
     def encode_padded(self, texts, add_bos=False, add_eos=False, length=None):
         """Encodes `[batch]` strings to dense int32 `[batch, length]`, padded with 0.
@@ -231,12 +224,7 @@ class Vocabulary(keras.layers.Layer):
         Each row stops at its first `[EOS]`; padding and `[BOS]` are dropped; `[UNK]` and
         ids outside the vocabulary come out as `"[UNK]"`.
         """
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)
-        ids = tf.cast(ids, tf.int64)
-        before_eos = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1), 0)
-        keep = before_eos & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, BOS_ID)
-        kept = tf.ragged.boolean_mask(ids, keep)
+        kept = content_ids(ids, tf.int64)
         tokens = kept.with_flat_values(self.id_to_token_lookup(kept.flat_values))
         separator = "" if self.level == "char" else " "
         texts = tf.strings.reduce_join(tokens, axis=1, separator=separator)
@@ -294,6 +282,29 @@ class Vocabulary(keras.layers.Layer):
         config = super().get_config()
         config.update(tokens=list(self.tokens), level=self.level, lowercase=self.lowercase)
         return config
+
+
+def add_markers(ids, add_bos=False, add_eos=False):
+    """Puts `[BOS]` before and/or `[EOS]` after every row of ragged int32 `ids`."""
+    batch = ids.nrows()
+    if add_bos:
+        bos = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(BOS_ID, tf.int32)))
+        ids = tf.concat([bos, ids], axis=1)
+    if add_eos:
+        eos = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(EOS_ID, tf.int32)))
+        ids = tf.concat([ids, eos], axis=1)
+    return ids
+
+
+def content_ids(ids, dtype=tf.int32):
+    """The ids a text is made of: each row up to its first `[EOS]`, without padding and
+    `[BOS]`, as a ragged tensor of `dtype`; `ids` is dense or ragged `[batch, length]`."""
+    if isinstance(ids, tf.RaggedTensor):
+        ids = ids.to_tensor(default_value=PAD_ID)
+    ids = tf.cast(ids, dtype)
+    before_eos = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1), 0)
+    keep = before_eos & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, BOS_ID)
+    return tf.ragged.boolean_mask(ids, keep)
 
 
 def _python_tokens(texts, level, lowercase):

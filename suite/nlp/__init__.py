@@ -4,17 +4,12 @@
 use, so reading the corpus does not import TensorFlow.
 """
 
+from shared.lazy import lazy_exports
+
 _EXPORTS = {
     "Translator": "suite.nlp.translation",
     "TranslationTask": "suite.nlp.task",
     "TranslationConfig": "suite.nlp.task",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'suite.nlp' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

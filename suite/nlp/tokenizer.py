@@ -20,7 +20,15 @@ import keras
 import tensorflow as tf
 
 from shared.errors import DataError
-from shared.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocabulary
+from shared.vocab import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Vocabulary,
+    add_markers,
+    content_ids,
+)
 
 LEVELS = ("subword", "word", "char")
 FILES = ("source_vocab.json", "target_vocab.json")
@@ -84,15 +92,7 @@ class SubwordVocabulary(keras.layers.Layer):
         return tf.strings.lower(texts, encoding="utf-8") if self.lowercase else texts
 
     def encode(self, texts, add_bos=False, add_eos=False):
-        ids = self._tokenizer.tokenize(self._normalised(texts))
-        batch = ids.nrows()
-        if add_bos:
-            bos = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(BOS_ID, tf.int32)))
-            ids = tf.concat([bos, ids], axis=1)
-        if add_eos:
-            eos = tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(EOS_ID, tf.int32)))
-            ids = tf.concat([ids, eos], axis=1)
-        return ids
+        return add_markers(self._tokenizer.tokenize(self._normalised(texts)), add_bos, add_eos)
 
     def encode_padded(self, texts, add_bos=False, add_eos=False, length=None):
         ids = self.encode(texts, add_bos=add_bos, add_eos=add_eos)
@@ -100,12 +100,7 @@ class SubwordVocabulary(keras.layers.Layer):
 
     def decode(self, ids):
         """`[batch, length]` ids to strings; each row stops at its first EOS."""
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=PAD_ID)
-        ids = tf.cast(ids, tf.int32)
-        before_eos = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, EOS_ID), tf.int32), axis=1), 0)
-        keep = before_eos & tf.not_equal(ids, PAD_ID) & tf.not_equal(ids, BOS_ID)
-        return self._tokenizer.detokenize(tf.ragged.boolean_mask(ids, keep))
+        return self._tokenizer.detokenize(content_ids(ids))
 
     def call(self, inputs):
         return self.encode_padded(inputs)

@@ -4,6 +4,8 @@
 first use, so corpus worker processes do not import TensorFlow.
 """
 
+from shared.lazy import lazy_exports
+
 _EXPORTS = {
     "SpeechRecognizer": "suite.speech.model",
     "SpeechFeatures": "suite.speech.features",
@@ -11,11 +13,4 @@ _EXPORTS = {
     "SpeechConfig": "suite.speech.task",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'suite.speech' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

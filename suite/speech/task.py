@@ -159,25 +159,27 @@ class SpeechTask(Task):
             "train": shuffled[2 * held :],
         }
 
-    def _split(self, config, data, name) -> Split:
+    def _splits(self, config, data, names) -> dict[str, Split]:
+        """The named splits, decoded; manifests are read (or the corpus made) once."""
         if data is not None and data.startswith("tfds:"):
-            return load_tfds_split(data[len("tfds:") :], name, config.data.max_seconds)
-        utterances = self._manifests(config, data)[name]
+            name = data[len("tfds:") :]
+            return {split: load_tfds_split(name, split, config.data.max_seconds) for split in names}
+        manifests = self._manifests(config, data)
         cache = data_dir() / "speech" / "cache"
-        waveforms = load_waveforms(utterances, cache, config.data.max_seconds)
-        return Split(
-            waveforms,
-            [u.transcript for u in utterances],
-            [u.voice or "unknown" for u in utterances],
-            [u.origin or str(u.path) for u in utterances],
-        )
-
-    def demo_inputs(self, config):
-        """Three wav files of the embedded corpus's test voices."""
-        return [str(u.path) for u in self._manifests(config, None)["test"][:3]]
+        splits = {}
+        for split in names:
+            utterances = manifests[split]
+            splits[split] = Split(
+                load_waveforms(utterances, cache, config.data.max_seconds),
+                [u.transcript for u in utterances],
+                [u.voice or "unknown" for u in utterances],
+                [u.origin or str(u.path) for u in utterances],
+            )
+        return splits
 
     def prepare(self, config, data):
-        counts = {name: len(self._split(config, data, name).waveforms) for name in corpus.SPLITS}
+        splits = self._splits(config, data, corpus.SPLITS)
+        counts = {name: len(split.waveforms) for name, split in splits.items()}
         return "speech data ready: " + ", ".join(f"{k} {v}" for k, v in counts.items())
 
     def _labels(self, vocab, transcripts):
@@ -188,7 +190,8 @@ class SpeechTask(Task):
         run_dir = Path(run_dir)
         vocab = speech_vocabulary()
         vocab.save(run_dir / VOCAB_FILE)
-        train, valid = self._split(config, data, "train"), self._split(config, data, "valid")
+        splits = self._splits(config, data, ("train", "valid"))
+        train, valid = splits["train"], splits["valid"]
         if not (run_dir / STATS_FILE).is_file():
             self._write_stats(config, train.waveforms, run_dir / STATS_FILE)
         batch = config.train.batch_size
@@ -263,7 +266,7 @@ class SpeechTask(Task):
         return [text for _, text in sorted(texts)]
 
     def evaluate(self, model, config, data, run_dir):
-        test = self._split(config, data, "test")
+        test = self._splits(config, data, ("test",))["test"]
         hypotheses = self.transcribe(model, config, test.waveforms)
         scores = {
             "utterances": len(test.transcripts),

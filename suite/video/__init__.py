@@ -4,16 +4,12 @@
 package (or its data modules) does not load TensorFlow.
 """
 
-__all__ = ["ActionClassifier", "ActionConfig", "ActionTask"]
+from shared.lazy import lazy_exports
 
-
-def __getattr__(name):
-    if name == "ActionClassifier":
-        from suite.video.action import ActionClassifier
-
-        return ActionClassifier
-    if name in ("ActionConfig", "ActionTask"):
-        from suite.video import task
-
-        return getattr(task, name)
-    raise AttributeError(f"module 'suite.video' has no attribute {name!r}")
+_EXPORTS = {
+    "ActionClassifier": "suite.video.action",
+    "ActionConfig": "suite.video.task",
+    "ActionTask": "suite.video.task",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
