@@ -59,6 +59,15 @@ class TrainConfig:
     verbose: int = 1
 
 
+@dataclass
+class DecodeConfig:
+    """Search settings of the attentive decoders (translation, captioning)."""
+
+    beam_width: int = 4  # 1 = greedy
+    # GNMT length penalty exponent: 0 = raw log-probability, higher favours longer outputs.
+    length_penalty: float = 0.6
+
+
 def resolve(
     schema: type,
     presets: dict[str, dict] | None = None,

@@ -1,4 +1,5 @@
-"""Evaluation metrics: thin wrappers over jiwer and sacrebleu, plain Python in, float out.
+"""Evaluation metrics: thin wrappers over jiwer, sacrebleu and pycocoevalcap, plain Python in,
+float out.
 
 All metrics are corpus-level: errors (or n-gram statistics) are summed over the corpus
 before dividing, not averaged per sentence.
@@ -7,11 +8,13 @@ before dividing, not averaged per sentence.
 |---|---|---|
 | `wer`, `cer` | jiwer | 0 … (can exceed 1 with insertions) |
 | `bleu`, `chrf` | sacrebleu | 0 … 100 |
+| `cider` | pycocoevalcap (CIDEr-D of the COCO caption evaluation) | 0 … 10 |
 | `accuracy`, `exact_match` | — | 0 … 1 |
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import jiwer
@@ -114,6 +117,30 @@ def chrf(references, hypotheses, word_order=0) -> float:
     hypotheses = _as_list(hypotheses)
     streams = _reference_streams(references, len(hypotheses))
     return float(sacrebleu.corpus_chrf(hypotheses, streams, word_order=word_order).score)
+
+
+def cider(references, hypotheses) -> float:
+    """Corpus CIDEr-D (the COCO caption evaluation's, via pycocoevalcap), 0–10.
+
+    Papers usually print it times 100 (MSVD models score 0.5–1.1 here, "50–110" there).
+    Texts are lowercased and split on whitespace after separating punctuation, standing
+    in for COCO's Java tokenizer. The document frequencies come from these references,
+    so scores compare only on the same reference set. `references` as in `bleu`.
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    hypotheses = _as_list(hypotheses)
+    streams = _reference_streams(references, len(hypotheses))
+
+    def tokens(text):
+        return " ".join(re.sub(r"([^\w\s'])", r" \1 ", text.lower()).split())
+
+    references_by_id, hypotheses_by_id = {}, {}
+    for index, hypothesis in enumerate(hypotheses):
+        references_by_id[index] = [tokens(s[index]) for s in streams if s[index] is not None]
+        hypotheses_by_id[index] = [tokens(hypothesis)]
+    score, _ = Cider().compute_score(references_by_id, hypotheses_by_id)
+    return float(score)
 
 
 def accuracy(labels: Sequence, predictions: Sequence) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared import metrics
-from shared.config import TrainConfig
+from shared.config import DecodeConfig, TrainConfig
 from shared.errors import DataError
 from shared.export import (
     export_endpoint,
@@ -56,12 +56,6 @@ class TranslationModelConfig:
     residual: bool = False
     layer_norm: bool = False
     label_smoothing: float = 0.1
-
-
-@dataclass
-class DecodeConfig:
-    beam_width: int = 4  # 1 = greedy
-    length_penalty: float = 0.6
 
 
 @dataclass

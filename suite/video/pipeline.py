@@ -84,10 +84,17 @@ class ClipSource:
 
 
 class FileSource(ClipSource):
-    """Clips in video files that OpenCV reads."""
+    """Clips in video files that OpenCV reads (`manifests`: a rendered corpus's, per split)."""
 
-    def __init__(self, description: str, labels: list[str], splits: dict[str, list[Clip]]):
+    def __init__(
+        self,
+        description: str,
+        labels: list[str],
+        splits: dict[str, list[Clip]],
+        manifests: dict[str, Path] | None = None,
+    ):
         self.description, self.labels, self._splits = description, labels, splits
+        self.manifests = manifests or {}
 
     def clips(self, split):
         return list(self._splits[split])
@@ -213,7 +220,7 @@ def embedded_source(data_config, progress: bool = True) -> FileSource:
         actions=actions,
     )
     splits = {split: _manifest_clips(manifests[split]) for split in SPLITS}
-    return FileSource(f"embedded mocap corpus ({root})", list(actions), splits)
+    return FileSource(f"embedded mocap corpus ({root})", list(actions), splits, manifests)
 
 
 def _manifest_clips(path: Path) -> list[Clip]:
@@ -224,10 +231,11 @@ def _manifest_clips(path: Path) -> list[Clip]:
 
 def manifest_source(root: Path) -> FileSource:
     """A folder with `{train,valid,test}/manifest.csv` (as `prepare_corpus` writes)."""
-    splits = {split: _manifest_clips(root / split / "manifest.csv") for split in SPLITS}
+    manifests = {split: root / split / "manifest.csv" for split in SPLITS}
+    splits = {split: _manifest_clips(manifests[split]) for split in SPLITS}
     seen = {clip.label for clips in splits.values() for clip in clips}
     labels = [a for a in corpus.ACTIONS if a in seen] + sorted(seen - set(corpus.ACTIONS))
-    return FileSource(f"rendered corpus {root}", labels, splits)
+    return FileSource(f"rendered corpus {root}", labels, splits, manifests)
 
 
 def file_key(path: Path) -> str:

@@ -160,6 +160,67 @@ def load_frame_encoder(run_dir: Path):
     return encoder
 
 
+def run_frame_encoder(config, run_dir, source, labels, spec):
+    """The run's frame CNN: loaded from the run dir, or built (and trained) and stored.
+
+    The CNN trains on the training clips' labels (TSN) unless `frames.weights` brings
+    pretrained weights; with fewer than two labels there is nothing to train it on.
+    Returns `(encoder, train_frames or None)`; the frames are kept for fine-tuning.
+    """
+    run_dir = Path(run_dir)
+    f, c = config.frames, config.cnn
+    if (run_dir / CNN_WEIGHTS).is_file():
+        encoder = load_frame_encoder(run_dir)
+        if (encoder.architecture, encoder.size) != (f.cnn, f.size):
+            raise DataError(
+                f"{run_dir}: its frame CNN is {encoder.architecture} at {encoder.size}px, "
+                f"the config asks for {f.cnn} at {f.size}px; use a new --run-dir"
+            )
+        return encoder, None
+    encoder = build_frame_encoder(f.cnn, f.size, f.weights)
+    progress = config.train.verbose != 0
+    if not f.weights and len(labels) < 2:
+        print(
+            "warning: no action labels to train the frame CNN on, so its features are "
+            "random projections; set frames.weights to an ImageNet weights file for better ones"
+        )
+    trained, train_frames = {}, None
+    if c.epochs > 0 and len(labels) > 1 and (not f.weights or c.tune_pretrained):
+        workers = config.data.workers
+        train_frames = clip_frames(source, "train", labels, spec, workers, progress)
+        valid = source.clips("valid")
+        valid_frames = (
+            clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
+        )
+        trained = train_frame_encoder(
+            encoder,
+            len(labels),
+            (train_frames.inputs, train_frames.valid, train_frames.labels),
+            (valid_frames.inputs, valid_frames.valid, valid_frames.labels)
+            if valid_frames
+            else None,
+            segments=min(c.segments, spec.num_frames),
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            dropout=c.dropout,
+            augment=c.augment,
+            seed=config.train.seed,
+            verbose=2 if config.train.verbose else 0,
+        )
+    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
+    info = {
+        "architecture": f.cnn,
+        "size": f.size,
+        "feature_dim": encoder.feature_dim,
+        "weights": f.weights
+        or ("trained on the training clips" if trained else "random (not trained)"),
+        "training": trained,
+    }
+    (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+    return encoder, train_frames
+
+
 class ActionTask(Task):
     name = "action"
     summary = "action recognition: frame CNN features -> GRU -> softmax (default: rendered mocap)"
@@ -187,63 +248,11 @@ class ActionTask(Task):
     def _source(self, config, data):
         return load_source(data, config.data, progress=config.train.verbose != 0)
 
-    def _frame_encoder(self, config, run_dir, source, labels, spec):
-        """The run's frame CNN: loaded from the run dir, or built (and trained) and stored.
-
-        Returns `(encoder, train_frames or None)`; the frames are kept for fine-tuning.
-        """
-        run_dir = Path(run_dir)
-        f, c = config.frames, config.cnn
-        if (run_dir / CNN_WEIGHTS).is_file():
-            encoder = load_frame_encoder(run_dir)
-            if (encoder.architecture, encoder.size) != (f.cnn, f.size):
-                raise DataError(
-                    f"{run_dir}: its frame CNN is {encoder.architecture} at {encoder.size}px, "
-                    f"the config asks for {f.cnn} at {f.size}px; use a new --run-dir"
-                )
-            return encoder, None
-        encoder = build_frame_encoder(f.cnn, f.size, f.weights)
-        progress = config.train.verbose != 0
-        trained, train_frames = {}, None
-        if c.epochs > 0 and (not f.weights or c.tune_pretrained):
-            workers = config.data.workers
-            train_frames = clip_frames(source, "train", labels, spec, workers, progress)
-            valid = source.clips("valid")
-            valid_frames = (
-                clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
-            )
-            trained = train_frame_encoder(
-                encoder,
-                len(labels),
-                (train_frames.inputs, train_frames.valid, train_frames.labels),
-                (valid_frames.inputs, valid_frames.valid, valid_frames.labels)
-                if valid_frames
-                else None,
-                segments=min(c.segments, spec.num_frames),
-                epochs=c.epochs,
-                batch_size=c.batch_size,
-                learning_rate=c.learning_rate,
-                dropout=c.dropout,
-                augment=c.augment,
-                seed=config.train.seed,
-                verbose=2 if config.train.verbose else 0,
-            )
-        encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
-        info = {
-            "architecture": f.cnn,
-            "size": f.size,
-            "feature_dim": encoder.feature_dim,
-            "weights": f.weights or "trained on the training clips",
-            "training": trained,
-        }
-        (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
-        return encoder, train_frames
-
     def datasets(self, config, data, run_dir):
         spec = frames_spec(config)
         source = self._source(config, data)
         labels = save_labels(run_dir, source.labels)
-        encoder, train_frames = self._frame_encoder(config, run_dir, source, labels, spec)
+        encoder, train_frames = run_frame_encoder(config, run_dir, source, labels, spec)
         d, t = config.data, config.train
         progress = t.verbose != 0
         has_valid = bool(source.clips("valid"))
@@ -391,35 +400,45 @@ class ActionTask(Task):
         return path
 
     def predict(self, export_dir, inputs, batch_size: int = 8):
-        if not inputs:
-            raise DataError("no video files to classify")
-        metadata = read_metadata(export_dir)
-        if metadata.get("task", self.name) != self.name:
-            raise DataError(f"{export_dir}: a {metadata['task']!r} export, not an action model")
-        # Decode everything first: a bad file is reported before any work is done.
-        clips = [read_video(path) for path in inputs]
-        endpoint = load_endpoint(export_dir)
-        results: list[tuple[str, float] | None] = [None] * len(clips)
-        by_size: dict[tuple, list[int]] = {}
-        for number, frames in enumerate(clips):
-            by_size.setdefault(frames.shape[1:], []).append(number)
-        for numbers in by_size.values():
-            for start in range(0, len(numbers), batch_size):
-                chunk = numbers[start : start + batch_size]
-                longest = max(len(clips[n]) for n in chunk)
-                batch = np.zeros((len(chunk), longest, *clips[chunk[0]].shape[1:]), np.uint8)
-                for row, n in enumerate(chunk):
-                    batch[row, : len(clips[n])] = clips[n]
-                length = np.array([len(clips[n]) for n in chunk], np.int32)
-                out = endpoint(frames=tf.constant(batch), length=tf.constant(length))
-                names = out["label"].numpy()
-                confidence = out["probabilities"].numpy().max(axis=1)
-                for row, n in enumerate(chunk):
-                    results[n] = (names[row].decode("utf-8"), float(confidence[row]))
+        outputs = serve_videos(self.name, export_dir, inputs, batch_size)
         return [
-            f"{path}\t{label}\t{confidence:.4f}"
-            for path, (label, confidence) in zip(inputs, results, strict=True)
+            f"{path}\t{out['label'].decode('utf-8')}\t{out['probabilities'].max():.4f}"
+            for path, out in zip(inputs, outputs, strict=True)
         ]
+
+
+def serve_videos(task_name: str, export_dir, inputs, batch_size: int = 8) -> list[dict]:
+    """Runs a frames-in export on video files; one dict of output arrays per file.
+
+    Every file is decoded first, so a bad one is reported before any work is done; clips
+    of one frame size are batched together, padded to the longest.
+    """
+    if not inputs:
+        raise DataError("no video files given")
+    metadata = read_metadata(export_dir)
+    if metadata.get("task", task_name) != task_name:
+        raise DataError(
+            f"{export_dir}: exported by the {metadata['task']!r} task, not {task_name!r}"
+        )
+    clips = [read_video(path) for path in inputs]
+    endpoint = load_endpoint(export_dir)
+    results: list[dict | None] = [None] * len(clips)
+    by_size: dict[tuple, list[int]] = {}
+    for number, frames in enumerate(clips):
+        by_size.setdefault(frames.shape[1:], []).append(number)
+    for numbers in by_size.values():
+        for start in range(0, len(numbers), batch_size):
+            chunk = numbers[start : start + batch_size]
+            longest = max(len(clips[n]) for n in chunk)
+            batch = np.zeros((len(chunk), longest, *clips[chunk[0]].shape[1:]), np.uint8)
+            for row, n in enumerate(chunk):
+                batch[row, : len(clips[n])] = clips[n]
+            length = np.array([len(clips[n]) for n in chunk], np.int32)
+            out = endpoint(frames=tf.constant(batch), length=tf.constant(length))
+            out = {key: value.numpy() for key, value in out.items()}
+            for row, n in enumerate(chunk):
+                results[n] = {key: value[row] for key, value in out.items()}
+    return results
 
 
 def draw_confusion_matrix(confusion: np.ndarray, labels: list[str], path: Path) -> Path:

@@ -82,7 +82,6 @@ def test_train_evaluate_export_predict(toy_cli, tmp_path, capsys):
         ),
         (["toy", "evaluate", "--run-dir", "{tmp}"], "no config.yaml"),
         (["toy", "predict", "--model", "{tmp}", "12"], "no SavedModel"),
-        (["caption", "train", "--run-dir", "{tmp}"], "not available in this version"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(toy_cli, tmp_path, capsys, argv, message):
@@ -90,6 +89,12 @@ def test_user_errors_are_one_line_and_exit_2(toy_cli, tmp_path, capsys, argv, me
     assert toy_cli(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rnnsuite: error: ") and message in err and "\n" not in err
+
+
+def test_a_contract_task_that_is_not_installed_says_so(toy_cli, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(task, "entry_points", lambda group: [])
+    assert toy_cli(["caption", "train", "--run-dir", str(tmp_path)]) == 2
+    assert "not available in this version" in capsys.readouterr().err
 
 
 def test_a_run_dir_of_another_preset_is_refused(toy_cli, tmp_path, capsys):

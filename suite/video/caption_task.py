@@ -1,0 +1,292 @@
+"""The captioning task: clips -> frame CNN features -> `VideoCaptioner`, and its export.
+
+Data and the frame CNN are the action task's: the embedded clips (captioned from their
+render parameters), the same frame CNN (trained on the clips' action labels unless
+ImageNet weights are given) and the same feature cache, so the captioner trains on cached
+features only. The caption vocabulary (`caption_vocab.json`, words of the training
+captions) is stored in the run dir with the CNN.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from shared import metrics
+from shared.config import DecodeConfig, TrainConfig
+from shared.errors import DataError
+from shared.export import export_endpoint, write_metadata
+from shared.losses import SequenceCrossentropy, token_accuracy
+from shared.task import Task
+from shared.vocab import Vocabulary
+from suite.video.caption_data import (
+    caption_dataset,
+    encode_captions,
+    load_captioned_source,
+)
+from suite.video.captioning import VideoCaptioner
+from suite.video.captions import ACTION_WORDS, names_action
+from suite.video.features import prepare_frames
+from suite.video.pipeline import clip_features, load_labels, save_labels
+from suite.video.task import (
+    ActionDataConfig,
+    ActionTask,
+    CnnTrainConfig,
+    FramesConfig,
+    frames_spec,
+    load_frame_encoder,
+    run_frame_encoder,
+    serve_videos,
+)
+
+VOCAB_FILE = "caption_vocab.json"
+
+
+@dataclass
+class CaptionDataConfig(ActionDataConfig):
+    # Reference captions the grammar writes per embedded clip.
+    captions_per_clip: int = 5
+    # Training captions with more words are skipped; decoding stops after this many.
+    max_length: int = 24
+    max_vocab: int = 2000
+
+
+@dataclass
+class CaptionModelConfig:
+    embedding_dim: int = 128
+    cell: str = "lstm"
+    units: int = 192
+    encoder_layers: int = 1
+    decoder_layers: int = 1
+    bidirectional: bool = True
+    attention: str = "bahdanau"  # bahdanau | luong
+    dropout: float = 0.2
+    input_dropout: float = 0.2
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class CaptionConfig:
+    data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    cnn: CnnTrainConfig = field(default_factory=CnnTrainConfig)
+    model: CaptionModelConfig = field(default_factory=CaptionModelConfig)
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam_width=3))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            epochs=30, batch_size=64, learning_rate=3e-3, lr_schedule="cosine"
+        )
+    )
+
+
+PRESETS = {
+    "tiny": {
+        "data": {
+            "train_clips": 2,
+            "valid_clips": 1,
+            "test_clips": 1,
+            "render_frames": 12,
+            "render_size": 48,
+            "workers": 1,
+            "captions_per_clip": 3,
+        },
+        "frames": {"num_frames": 8, "size": 48, "batch_size": 16},
+        "cnn": {"epochs": 1, "segments": 2, "batch_size": 8},
+        "model": {"embedding_dim": 32, "units": 32},
+        "decode": {"beam_width": 2},
+        "train": {"epochs": 3, "batch_size": 16},
+    },
+    # The action task's clips and frame CNN: a run dir of either serves both.
+    "small": {},
+    "base": {
+        "data": {"train_clips": 100, "valid_clips": 12, "test_clips": 20, "render_size": 160},
+        "frames": {"size": 112},
+        "cnn": {"epochs": 40, "batch_size": 32},
+        "model": {"embedding_dim": 256, "units": 384, "decoder_layers": 2},
+        "train": {"epochs": 40, "batch_size": 64},
+    },
+}
+
+
+def load_caption_vocab(run_dir: Path) -> Vocabulary:
+    path = Path(run_dir) / VOCAB_FILE
+    if not path.is_file():
+        raise DataError(f"{run_dir}: no {VOCAB_FILE}; is this a run dir made by `train`?")
+    return Vocabulary.load(path)
+
+
+class CaptionTask(Task):
+    name = "caption"
+    summary = "video captioning: frame CNN features -> LSTM encoder -> attentive decoder"
+    config_class = CaptionConfig
+    presets = PRESETS
+    predict_inputs = "video files"
+
+    def demo_inputs(self, config) -> list[str]:
+        return ActionTask().demo_inputs(config)
+
+    # -- data ----------------------------------------------------------------------------
+    def _source(self, config, data):
+        return load_captioned_source(data, config.data, progress=config.train.verbose != 0)
+
+    def prepare(self, config, data):
+        return self._source(config, data).summary()
+
+    def _features(self, config, captioned, split, labels, encoder):
+        d = config.data
+        return clip_features(
+            captioned.source,
+            split,
+            labels,
+            frames_spec(config),
+            encoder,
+            config.frames.batch_size,
+            d.workers,
+            config.train.verbose != 0,
+        )
+
+    def datasets(self, config, data, run_dir):
+        run_dir = Path(run_dir)
+        captioned = self._source(config, data)
+        labels = save_labels(run_dir, captioned.source.labels)
+        encoder, _ = run_frame_encoder(
+            config, run_dir, captioned.source, labels, frames_spec(config)
+        )
+        d, t = config.data, config.train
+        vocab_path = run_dir / VOCAB_FILE
+        if not vocab_path.is_file():
+            texts = [text for refs in captioned.references("train") for text in refs]
+            Vocabulary.from_texts(texts, level="word", lowercase=True, max_tokens=d.max_vocab).save(
+                vocab_path
+            )
+        vocab = load_caption_vocab(run_dir)
+
+        def split_dataset(split, shuffle):
+            arrays = self._features(config, captioned, split, labels, encoder)
+            limit = d.max_length if shuffle else None
+            indices, ids = encode_captions(vocab, captioned.references(split), limit)
+            return caption_dataset(
+                arrays.inputs, arrays.valid, indices, ids, t.batch_size, shuffle, t.seed
+            )
+
+        train = split_dataset("train", shuffle=True)
+        valid = split_dataset("valid", shuffle=False) if captioned.source.clips("valid") else None
+        return train, valid
+
+    # -- model ---------------------------------------------------------------------------
+    def build_model(self, config, run_dir):
+        vocab = load_caption_vocab(run_dir)
+        encoder = load_frame_encoder(run_dir)
+        m = config.model
+        model = VideoCaptioner(
+            vocab.size,
+            embedding_dim=m.embedding_dim,
+            cell=m.cell,
+            units=m.units,
+            encoder_layers=m.encoder_layers,
+            decoder_layers=m.decoder_layers,
+            bidirectional=m.bidirectional,
+            attention=m.attention,
+            dropout=m.dropout,
+            input_dropout=m.input_dropout,
+        )
+        return model.build_for(encoder.feature_dim)
+
+    def compile_args(self, config):
+        return {
+            "loss": SequenceCrossentropy(config.model.label_smoothing),
+            "metrics": [token_accuracy],
+        }
+
+    # -- evaluation ----------------------------------------------------------------------
+    def describe(self, model, config, vocab, features, valid, batch_size=64) -> list[str]:
+        """Captions of feature arrays with the Keras model (the export does the same)."""
+        d = config.decode
+        generate = tf.function(
+            lambda f, n: model.generate(
+                f, n, d.beam_width, d.length_penalty, config.data.max_length + 1
+            ),
+            reduce_retracing=True,
+        )
+        captions = []
+        for start in range(0, len(valid), batch_size):
+            end = start + batch_size
+            tokens = generate(tf.constant(features[start:end]), tf.constant(valid[start:end]))
+            captions += [text.decode("utf-8") for text in vocab.decode(tokens).numpy()]
+        return captions
+
+    def evaluate(self, model, config, data, run_dir):
+        run_dir = Path(run_dir)
+        captioned = self._source(config, data)
+        labels = load_labels(run_dir)
+        encoder = load_frame_encoder(run_dir)
+        vocab = load_caption_vocab(run_dir)
+        arrays = self._features(config, captioned, "test", labels, encoder)
+        hypotheses = self.describe(model, config, vocab, arrays.inputs, arrays.valid)
+        references = captioned.references("test")
+        scores = {
+            "clips": len(hypotheses),
+            "bleu4": metrics.bleu(references, hypotheses),
+            "cider": metrics.cider(references, hypotheses),
+            "exact_match": metrics.exact_match(references, hypotheses),
+        }
+        actions = [clip.label for clip in arrays.clips]
+        named = [names_action(text, label) for text, label in zip(hypotheses, actions, strict=True)]
+        if all(label in ACTION_WORDS for label in actions):
+            scores["right_action"] = float(np.mean(named))
+        with open(run_dir / "predictions.tsv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["clip", "label", "caption", "right_action", "references"])
+            for clip, text, hit, refs in zip(
+                arrays.clips, hypotheses, named, references, strict=True
+            ):
+                writer.writerow([clip.path or clip.key, clip.label, text, hit, " | ".join(refs)])
+        for clip, text, refs in list(zip(arrays.clips, hypotheses, references, strict=True))[:5]:
+            print(f"{clip.key}\n  model:     {text}\n  reference: {refs[0]}")
+        return scores
+
+    # -- export and serving --------------------------------------------------------------
+    def export(self, model, config, run_dir, out_dir):
+        spec = frames_spec(config)
+        encoder = load_frame_encoder(run_dir)
+        vocab = load_caption_vocab(run_dir)
+        d = config.decode
+        max_length = config.data.max_length + 1
+
+        def describe(frames, length):
+            picked, valid = prepare_frames(
+                frames, length, spec.num_frames, spec.size, spec.sampling, spec.stride
+            )
+            features = encoder(picked, training=False)
+            tokens = model.generate(features, valid, d.beam_width, d.length_penalty, max_length)
+            return {"caption": vocab.decode(tokens)}
+
+        signature = [
+            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="frames"),
+            tf.TensorSpec([None], tf.int32, name="length"),
+        ]
+        path = export_endpoint(out_dir, describe, signature, track=[encoder, model, vocab])
+        write_metadata(
+            path,
+            {
+                "task": self.name,
+                "num_frames": spec.num_frames,
+                "size": spec.size,
+                "sampling": spec.sampling,
+                "stride": spec.stride,
+                "cnn": encoder.architecture,
+                "beam_width": d.beam_width,
+            },
+        )
+        return path
+
+    def predict(self, export_dir, inputs, batch_size: int = 8):
+        outputs = serve_videos(self.name, export_dir, inputs, batch_size)
+        return [
+            f"{path}\t{out['caption'].decode('utf-8')}"
+            for path, out in zip(inputs, outputs, strict=True)
+        ]
