@@ -47,6 +47,9 @@ class TrainConfig:
     # Stop when the validation loss has not improved for this many epochs (0 = never).
     early_stopping_patience: int = 0
     steps_per_epoch: int | None = None
+    # Wall-clock budget in minutes (0 = none): training stops after the last epoch that is
+    # expected to end within it (epochs are never cut short, so checkpoints stay whole).
+    time_limit_minutes: float = 0.0
     seed: int = 1234
     mixed_precision: bool = False
     # Compile train steps with XLA: faster recurrent steps on CPU, but one compilation per

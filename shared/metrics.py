@@ -123,8 +123,8 @@ def cider(references, hypotheses) -> float:
     """Corpus CIDEr-D (the COCO caption evaluation's, via pycocoevalcap), 0–10.
 
     Papers usually print it times 100 (MSVD models score 0.5–1.1 here, "50–110" there).
-    Texts are lowercased and split on whitespace after separating punctuation, standing
-    in for COCO's Java tokenizer. The document frequencies come from these references,
+    Texts are lowercased and stripped of punctuation, as COCO's (Java) tokenizer does
+    before scoring. The document frequencies come from these references,
     so scores compare only on the same reference set. `references` as in `bleu`.
     """
     from pycocoevalcap.cider.cider import Cider
@@ -133,7 +133,7 @@ def cider(references, hypotheses) -> float:
     streams = _reference_streams(references, len(hypotheses))
 
     def tokens(text):
-        return " ".join(re.sub(r"([^\w\s'])", r" \1 ", text.lower()).split())
+        return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
     references_by_id, hypotheses_by_id = {}, {}
     for index, hypothesis in enumerate(hypotheses):

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -152,6 +153,34 @@ class NaNGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training before an epoch that would end past `minutes` of this run's time.
+
+    The next epoch is expected to take as long as the mean of this run's epochs so far
+    (validation included).
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.stopped_after = None
+        self._start = self._epochs = 0
+
+    def on_train_begin(self, logs=None):
+        self._start, self._epochs = time.monotonic(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs += 1
+        elapsed = time.monotonic() - self._start
+        if elapsed + elapsed / self._epochs > self.seconds:
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+            print(
+                f"time limit: stopping after epoch {epoch + 1} ({elapsed / 60:.1f} of "
+                f"{self.seconds / 60:g} minutes; another epoch would not fit)"
+            )
+
+
 def model_variables(model) -> list:
     """The model's variables in construction order.
 
@@ -238,8 +267,11 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         ]
+    if train_cfg.time_limit_minutes:
+        callbacks.append(TimeBudget(train_cfg.time_limit_minutes))
     if train_cfg.early_stopping_patience and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(patience=train_cfg.early_stopping_patience))
+    started = time.monotonic()
     with warnings.catch_warnings():
         # Keras warns at the end of every epoch of a dataset of unknown size; that is expected.
         warnings.filterwarnings("ignore", "Your input ran out of data")
@@ -264,6 +296,7 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         )
     summary["epochs"] = int(checkpoint.epoch.numpy())
     summary["steps"] = int(model.optimizer.iterations.numpy())
+    summary["fit_seconds"] = round(time.monotonic() - started, 1)
     summary["logs"] = {key: float(values[-1]) for key, values in history.history.items()}
     if chief:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))

@@ -4,7 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
-from shared.metrics import accuracy, bleu, cer, chrf, exact_match, wer
+from shared.metrics import accuracy, bleu, cer, chrf, cider, exact_match, wer
 
 
 def test_wer_known_values():
@@ -61,6 +61,23 @@ def test_bleu_with_several_references_per_hypothesis():
     )
     assert multi == pytest.approx(100.0)
     assert single < multi
+
+
+def test_cider_rewards_consensus_with_the_references():
+    references = [
+        ["a man walks to the left", "someone walks leftwards", "a person walks left"],
+        ["a dog runs in the park", "a dog is running", "the dog runs on grass"],
+        ["a woman cuts an onion", "someone slices an onion", "a woman is chopping onions"],
+    ]
+    good = ["a man walks left", "a dog runs in the park", "a woman cuts an onion"]
+    bad = ["a dog runs in the park", "a woman cuts an onion", "a man walks left"]
+    assert cider(references, good) > 1.0
+    assert cider(references, bad) < 0.2 * cider(references, good)
+    # Case and punctuation are normalised like COCO's tokenizer would.
+    shouted = ["A man walks left.", "A dog runs in the park!", "A woman cuts an onion."]
+    assert cider(references, shouted) == pytest.approx(cider(references, good))
+    with pytest.raises(ValueError):
+        cider(references, good[:2])
 
 
 def test_accuracy_and_exact_match():

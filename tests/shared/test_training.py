@@ -14,6 +14,7 @@ from conftest import TESTS_DIR
 from toy import ToyConfig, ToyTask
 
 from shared import config as config_lib
+from shared import training
 from shared.config import ConfigError, TrainConfig
 from shared.errors import TrainingError
 from shared.training import make_optimizer, restore_model, train
@@ -39,6 +40,34 @@ def test_training_learns_and_fills_the_run_dir(tmp_path):
     assert json.loads((tmp_path / "train_summary.json").read_text())["epochs"] == 4
     config, model = restore_model(ToyTask(), tmp_path)
     assert ToyTask().evaluate(model, config, None, tmp_path)["accuracy"] > 0.9
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
+    clock = iter([0.0, 20.0, 40.0, 61.0])
+    monkeypatch.setattr(training.time, "monotonic", lambda: next(clock))
+    budget = training.TimeBudget(minutes=1.5)
+
+    class Model:
+        stop_training = False
+
+    budget.set_model(Model())
+    budget.on_train_begin()
+    for epoch in range(3):
+        budget.on_epoch_end(epoch)
+        if budget.model.stop_training:
+            break
+    # 20 s epochs in a 90 s budget: after the third (61 s) a fourth would end at ~81 s...
+    assert budget.stopped_after is None
+    clock = iter([0.0, 50.0])
+    budget.on_train_begin()
+    budget.on_epoch_end(0)  # ...but after one 50 s epoch a second would end at 100 s.
+    assert budget.stopped_after == 1 and budget.model.stop_training
+
+
+def test_a_time_limited_run_trains_whole_epochs_and_records_its_time(tmp_path):
+    summary = train(ToyTask(), toy_config(epochs=50, time_limit_minutes=0.001), tmp_path)
+    assert summary["epochs"] == 1 and history_epochs(tmp_path) == [0]
+    assert 0 < summary["fit_seconds"] < 60
 
 
 def test_running_again_continues_where_it_stopped(tmp_path):
