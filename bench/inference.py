@@ -1,4 +1,5 @@
-"""Inference of the exports: translation sentences/s and the speech real-time factor.
+"""Inference of the exports: translation and caption sentences/s, action clips/s and the
+speech real-time factor.
 
 `build` trains small models quickly on toy data through the project's own Python entry
 points (`shared.config.resolve`, `shared.training.train`, `shared.training.restore_model`,
@@ -11,6 +12,10 @@ writes one SavedModel per decoder:
     speech       the speech preset's architecture (`small`: conv front end + 3-layer BiGRU of
                  192 units) trained for a few steps on synthetic tone "words": speed does not
                  need a good model, and CTC greedy decoding costs the same for any weights
+    action,      the `small` presets' frame CNN (untrained: its cost does not depend on its
+    caption      weights) and recurrent models, trained one epoch on toy videos of a square
+                 moving left or right; clips of 32 frames at 112 px are timed, the embedded
+                 corpus's render size. The caption export decodes greedily and with beam 3
 
 `serve` then loads each export with `tf.saved_model.load` in a fresh process whose
 TensorFlow runs with the given intra- and inter-op threads, and times the
@@ -91,7 +96,13 @@ def build(profile, work: Path, log=print) -> dict:
     from shared.training import restore_model, train
 
     result = {}
-    for name, run in (("translation", _translation_setup), ("speech", _speech_setup)):
+    setups = (
+        ("translation", _translation_setup),
+        ("speech", _speech_setup),
+        ("action", _action_setup),
+        ("caption", _caption_setup),
+    )
+    for name, run in setups:
         try:
             task = get_task(name)
             data, preset, overrides, exports = run(profile, work)
@@ -173,6 +184,53 @@ def _speech_setup(profile, work):
     return str(data), profile.speech_preset, overrides, exports
 
 
+def toy_videos(folder: Path, per_class: int, seed: int) -> list[tuple[Path, str]]:
+    """Short videos of a bright square moving `left` or `right`, one folder per class."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    videos = []
+    for label, step in (("left", -3), ("right", 3)):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            path = folder / label / f"{label}_{number:02d}.avi"
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8, (64, 64))
+            x, y = int(rng.integers(20, 44)), int(rng.integers(10, 50))
+            for frame_number in range(12):
+                frame = np.zeros((64, 64, 3), np.uint8)
+                left = x + step * frame_number
+                frame[y : y + 8, max(0, left) : max(0, left + 8)] = 255
+                writer.write(frame)
+            writer.release()
+            videos.append((path, label))
+    return videos
+
+
+VIDEO_OVERRIDES = ["cnn.epochs=0", "train.epochs=1", "train.batch_size=8", "train.verbose=0"]
+VIDEO_SHAPE = (32, 112, 112, 3)  # frames per clip, the embedded corpus's render size
+
+
+def _action_setup(profile, work):
+    toy_videos(work / "video" / "clips", 8, profile.seed)
+    overrides = [*VIDEO_OVERRIDES, f"train.seed={profile.seed}"]
+    return str(work / "video" / "clips"), "small", overrides, [("action-softmax", [])]
+
+
+def _caption_setup(profile, work):
+    videos = toy_videos(work / "video" / "clips", 8, profile.seed)
+    table = work / "video" / "captions.csv"
+    lines = ["video,caption"] + [
+        f"{path},a white square moves to the {label}" for path, label in videos
+    ]
+    table.write_text("\n".join(lines) + "\n")
+    overrides = [*VIDEO_OVERRIDES, f"train.seed={profile.seed}"]
+    exports = [
+        ("caption-greedy", ["decode.beam_width=1"]),
+        ("caption-beam3", ["decode.beam_width=3"]),
+    ]
+    return str(table), "small", overrides, exports
+
+
 # -- serve ------------------------------------------------------------------------------
 def _chunks(items, size):
     return [items[start : start + size] for start in range(0, len(items), size)]
@@ -240,6 +298,36 @@ def serve(profile, built: dict, threads: int, log) -> list[dict]:
                     )
                 )
                 meta[name] = {**info, "batch": size}
+    clips = np.random.default_rng(profile.seed + 3).integers(
+        0, 256, (profile.video_clips, *VIDEO_SHAPE), dtype=np.uint8
+    )
+    for task, output in (("action", "label"), ("caption", "caption")):
+        for export in built.get(task, {}).get("exports", []):
+            endpoint = load_endpoint(export["path"])
+
+            def run(rows, endpoint=endpoint, output=output):
+                lengths = np.full([len(rows)], rows.shape[1], np.int32)
+                return endpoint(frames=tf.constant(rows), length=tf.constant(lengths))[
+                    output
+                ].numpy()
+
+            info = {"task": task, "decoder": export["decoder"].split("-", 1)[1]}
+            info["items"] = len(clips)
+            if task == "caption":
+                words = [len(t.split()) for t in run(clips[:4])]
+                info["mean_output_words"] = float(np.mean(words))
+            batch = profile.batch_sizes["video"]
+            for size in (1, batch):
+                name = f"{export['decoder']}|{size}"
+                timers.append(
+                    Timer(
+                        name,
+                        lambda s=size, f=run: [
+                            f(clips[i : i + s]) for i in range(0, len(clips), s)
+                        ],
+                    )
+                )
+                meta[name] = {**info, "batch": size}
     for timer in timers:
         timer.warm_up(profile.warmup, profile.min_time)
     interleave(timers, profile.repeats)
@@ -257,7 +345,9 @@ def serve(profile, built: dict, threads: int, log) -> list[dict]:
 
 def _print_row(row):
     timing = row["timing"]
-    unit = "utterances" if row["task"] == "speech" else "sentences"
+    unit = {"speech": "utterances", "action": "clips", "caption": "clips"}.get(
+        row["task"], "sentences"
+    )
     print(
         f"  {row['task']:11} {row['decoder']:7} batch {row['batch']:3} "
         f"t{row['threads'] or 'all'}  {timing['cpu_median_s'] * 1e3:8.1f} ms CPU  "

@@ -61,8 +61,9 @@ class Profile:
     speech_train_steps: int = 1
     speech_decoders: tuple[str, ...] = ("greedy",)
     speech_utterances: int = 8
+    video_clips: int = 8
     serve_threads: tuple[int, ...] = (1,)
-    batch_sizes: dict = field(default_factory=lambda: {"translation": 32, "speech": 8})
+    batch_sizes: dict = field(default_factory=lambda: {"translation": 32, "speech": 8, "video": 8})
 
 
 def _grid(cells, shapes, **extra):
@@ -98,7 +99,8 @@ PROFILES = {
         speech_decoders=("greedy", "beam"),
         speech_utterances=16,
         serve_threads=(1, 0),
-        batch_sizes={"translation": 64, "speech": 16},
+        video_clips=16,
+        batch_sizes={"translation": 64, "speech": 16, "video": 16},
     ),
     # Runs every code path of `full` on small shapes in a few minutes: its numbers mean
     # nothing; it exists to check the suite itself.
@@ -119,6 +121,7 @@ PROFILES = {
         speech_decoders=("greedy", "beam"),
         speech_utterances=2,
         serve_threads=(1, 0),
-        batch_sizes={"translation": 4, "speech": 2},
+        video_clips=2,
+        batch_sizes={"translation": 4, "speech": 2, "video": 2},
     ),
 }
