@@ -22,7 +22,9 @@ from shared.export import (
     write_metadata,
 )
 from shared.losses import SequenceCrossentropy, token_accuracy
+from shared.plots import draw_heatmap
 from shared.task import Task
+from shared.vocab import EOS_ID
 from suite.nlp import corpus
 from suite.nlp.pipeline import encode_pairs, make_dataset
 from suite.nlp.tokenizer import load_or_build_tokenizers, load_tokenizers, load_vocabulary
@@ -193,6 +195,7 @@ class TranslationTask(Task):
         if peer is not None:
             scores["apertium_bleu"] = metrics.bleu(references, peer)
             scores["apertium_chrf"] = metrics.chrf(references, peer)
+        draw_attention(model, source_vocab, target_vocab, sources[0], run_dir / "attention.png")
         return scores
 
     # -- export and serving --------------------------------------------------------------
@@ -246,6 +249,24 @@ class TranslationTask(Task):
                     )
         outputs = serve(export_dir, {"text": np.asarray([t.encode() for t in inputs])})
         return [t.decode("utf-8") for t in outputs["translation"]]
+
+
+def draw_attention(model, source_vocab, target_vocab, text, path, longest=60) -> Path:
+    """An attention heatmap PNG of one greedy translation: a row per target token, a
+    column per source token (at most `longest` of each)."""
+    source_ids = source_vocab.encode_padded(tf.constant([text]))[:, :longest]
+    target_ids, weights = model.attention_map(source_ids, max_length=longest)
+
+    def pieces(vocab, ids):
+        return [
+            t.decode("utf-8") or "·" for t in vocab.decode(tf.constant([[i] for i in ids])).numpy()
+        ]
+
+    columns = pieces(source_vocab, source_ids.numpy()[0].tolist())
+    rows = pieces(target_vocab, [i for i in target_ids if i != EOS_ID]) + ["</s>"] * (
+        target_ids[-1] == EOS_ID
+    )
+    return draw_heatmap(weights, rows, columns, path, row_title="output", column_title="source")
 
 
 def apertium_translate(texts, source, target):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -106,6 +107,31 @@ class Translator(keras.Model):
             self.decoder, memory, mask, BOS_ID, EOS_ID, max_length, beam_width, length_penalty
         )
         return tokens
+
+    def attention_map(self, source_ids, max_length=None):
+        """Greedy translation of one sentence, step by step, with the attention of each step.
+
+        Eager code for reports (the export decodes in the graph, with the same result).
+        Args:
+            source_ids: int `[1, source_time]`.
+        Returns:
+            `(target ids: list, EOS included when reached; weights [steps, source_time])`.
+        """
+        memory, mask = self.encode(source_ids, training=False)
+        decoder = self.decoder
+        states = decoder.initial_states(memory, mask)
+        keys = decoder.attention_layer.project_keys(memory)
+        max_length = max_length or 2 * int(source_ids.shape[1]) + 10
+        token, ids, rows = tf.constant([BOS_ID]), [], []
+        for _ in range(max_length):
+            logits, states, weights = decoder.step(token, states, memory, mask, keys)
+            # Padding is never generated (as in the graph searches).
+            token = tf.argmax(logits[:, PAD_ID + 1 :], axis=-1, output_type=tf.int32) + 1
+            ids.append(int(token[0]))
+            rows.append(ops.convert_to_numpy(weights[0]))
+            if ids[-1] == EOS_ID:
+                break
+        return ids, np.stack(rows)
 
     def build_for(self, batch=1, length=2):
         """Creates the variables by running on a dummy batch."""

@@ -20,6 +20,7 @@ import tensorflow as tf
 from shared.config import TrainConfig
 from shared.errors import DataError
 from shared.export import export_endpoint, load_endpoint, read_metadata, write_metadata
+from shared.plots import draw_heatmap
 from shared.task import Task
 from suite.video.action import ActionClassifier
 from suite.video.features import build_frame_encoder, prepare_frames, train_frame_encoder
@@ -442,49 +443,10 @@ def serve_videos(task_name: str, export_dir, inputs, batch_size: int = 8) -> lis
 
 
 def draw_confusion_matrix(confusion: np.ndarray, labels: list[str], path: Path) -> Path:
-    """Draws a confusion matrix (rows: true class, columns: predicted) as a PNG with OpenCV.
+    """Draws a confusion matrix (rows: true class, columns: predicted) as a PNG.
 
     Cells are shaded by the share of their row and show their count.
     """
-    import cv2
-
-    classes = len(labels)
-    cell = 34
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
-    text_width = max(cv2.getTextSize(label, font, scale, 1)[0][0] for label in labels) + 12
-    left, top = text_width + 24, text_width + 40
-    width, height = left + classes * cell + 12, top + classes * cell + 12
-    image = np.full((height, width, 3), 255, np.uint8)
     totals = np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    share = confusion / totals
-    for i in range(classes):
-        for j in range(classes):
-            y, x = top + i * cell, left + j * cell
-            # White to dark blue (BGR) with the share of the row.
-            shade = np.array([255, 255, 255]) - share[i, j] * np.array([75, 185, 225])
-            cv2.rectangle(image, (x, y), (x + cell, y + cell), shade.tolist(), -1)
-            cv2.rectangle(image, (x, y), (x + cell, y + cell), (200, 200, 200), 1)
-            if confusion[i, j]:
-                text = str(int(confusion[i, j]))
-                colour = (255, 255, 255) if share[i, j] > 0.5 else (0, 0, 0)
-                (w, h), _ = cv2.getTextSize(text, font, scale, 1)
-                origin = (x + (cell - w) // 2, y + (cell + h) // 2)
-                cv2.putText(image, text, origin, font, scale, colour, 1, cv2.LINE_AA)
-    for i, label in enumerate(labels):
-        (w, h), _ = cv2.getTextSize(label, font, scale, 1)
-        y = top + i * cell + (cell + h) // 2
-        cv2.putText(image, label, (left - w - 8, y), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    # Column labels: written horizontally on a strip, then turned to read bottom to top.
-    strip = np.full((cell * classes, text_width, 3), 255, np.uint8)
-    for j, label in enumerate(labels):
-        (w, h), _ = cv2.getTextSize(label, font, scale, 1)
-        y = j * cell + (cell + h) // 2
-        cv2.putText(strip, label, (8, y), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    turned = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    image[top - text_width - 4 : top - 4, left : left + classes * cell] = turned
-    cv2.putText(image, "true", (6, 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(image, "predicted", (left, 18), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    path = Path(path)
-    if not cv2.imwrite(str(path), image):
-        raise DataError(f"{path}: OpenCV could not write the confusion matrix image")
-    return path
+    counts = [[str(int(n)) if n else "" for n in row] for row in confusion]
+    return draw_heatmap(confusion / totals, labels, labels, path, counts, "true", "predicted")

@@ -2,6 +2,7 @@
 
 import random
 
+import cv2
 import numpy as np
 import pytest
 
@@ -48,6 +49,24 @@ def test_translator_learns_to_reverse(trained):
     assert scores["exact_match"] > 0.95 and scores["bleu"] > 90
     assert "apertium_bleu" not in scores  # the peer is only scored on natural language
     assert (root / "run" / "predictions.tsv").read_text().count("\n") == scores["sentences"] + 1
+    assert cv2.imread(str(root / "run" / "attention.png")) is not None
+
+
+@pytest.mark.slow
+def test_attention_of_a_reverser_looks_at_the_mirrored_word(trained):
+    root, _, _ = trained
+    config, model = restore_model(TranslationTask(), root / "run")
+    source_vocab, target_vocab = load_tokenizers(root / "run")
+    import tensorflow as tf
+
+    source = source_vocab.encode_padded(tf.constant(["ant bee cat dog eel"]))
+    ids, weights = model.attention_map(source)
+    np.testing.assert_array_equal(ids, model.generate(source).numpy()[0][: len(ids)])
+    assert target_vocab.decode(tf.constant([ids])).numpy()[0].decode() == "eel dog cat bee ant"
+    assert weights.shape == (6, 5)  # five words and EOS over five source words
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+    # Reversing, the model attends to the mirrored source word more than to any other.
+    assert (weights[:5].argmax(axis=1) == [4, 3, 2, 1, 0]).mean() >= 0.8, weights.round(2)
 
 
 @pytest.mark.slow
