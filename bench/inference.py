@@ -9,8 +9,8 @@ writes one SavedModel per decoder:
     translation  the `tiny` (quick) or `small` (full) preset, word tokens, trained to reverse
                  sentences of 8 animal words (as tests/nlp/test_translation.py does) until it
                  stops at EOS; exported with `decode.beam_width` 1 (greedy) and 4
-    speech       the speech preset's architecture (`small`: conv front end + 3-layer BiGRU of
-                 192 units) trained for a few steps on synthetic tone "words": speed does not
+    speech       the speech preset's architecture (`small`: conv front end subsampling time by
+                 3 + 2-layer BiGRU of 160 units) trained for a few steps on synthetic tone "words": speed does not
                  need a good model, and CTC greedy decoding costs the same for any weights
     action,      the `small` presets' frame CNN (untrained: its cost does not depend on its
     caption      weights) and recurrent models, trained one epoch on toy videos of a square
