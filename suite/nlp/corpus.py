@@ -98,16 +98,25 @@ def bible_pairs(
     """Split name -> list of `Pair`s aligned by verse reference.
 
     Chapters whose verse counts differ between the two versifications are dropped whole
-    (their verse numbers do not line up), and so are pairs longer than `max_words` or
-    whose word counts differ by more than 2.5x (merged or split verses).
+    (their verse numbers do not line up), and so are chapters of equal counts whose verses
+    are numbered one apart (`is_shifted`, e.g. Numbers 13), pairs longer than `max_words`
+    and pairs whose word counts differ by more than 2.5x (merged or split verses).
     """
     source_verses = read_bible(source, sword_dir, books)
     target_verses = read_bible(target, sword_dir, books)
     source_counts, target_counts = _verse_counts(source_verses), _verse_counts(target_verses)
+    shifted = {
+        key
+        for key, count in source_counts.items()
+        if count == target_counts.get(key)
+        and is_shifted(_chapter_lengths(source_verses, key), _chapter_lengths(target_verses, key))
+    }
     splits = {name: [] for name in SPLITS}
     for ref in sorted(source_verses.keys() & target_verses.keys(), key=_ref_order(source_verses)):
         book, chapter, verse = ref
         if source_counts[book, chapter] != target_counts[book, chapter]:
+            continue
+        if (book, chapter) in shifted:
             continue
         pair = Pair(source_verses[ref], target_verses[ref], f"{book} {chapter}:{verse}")
         n_source, n_target = len(pair.source.split()), len(pair.target.split())
@@ -115,6 +124,35 @@ def bible_pairs(
             continue
         splits[chapter_split(book, chapter)].append(pair)
     return splits
+
+
+def is_shifted(source_lengths, target_lengths, margin=0.2) -> bool:
+    """Whether a chapter's verses line up better one verse apart than by number.
+
+    Verse lengths (in words) of a translation follow the original's closely: the
+    correlation of their logarithms is ~0.9 when verses align, ~0 one verse off. A
+    chapter whose correlation at a shift of one beats the unshifted one by `margin` is
+    numbered differently in the two Bibles. Chapters under 5 verses are never flagged.
+    """
+    import numpy as np
+
+    source, target = np.log(source_lengths), np.log(target_lengths)
+    if len(source) < 5 or len(source) != len(target):
+        return False
+
+    def correlation(a, b):
+        if a.std() == 0 or b.std() == 0:
+            return 0.0
+        return float(np.corrcoef(a, b)[0, 1])
+
+    aligned = correlation(source, target)
+    shifted = max(correlation(source[1:], target[:-1]), correlation(source[:-1], target[1:]))
+    return shifted > aligned + margin
+
+
+def _chapter_lengths(verses: dict, key) -> list[int]:
+    refs = sorted((ref for ref in verses if ref[:2] == key), key=lambda ref: ref[2])
+    return [max(1, len(verses[ref].split())) for ref in refs]
 
 
 def _verse_counts(verses: dict) -> dict:
@@ -219,7 +257,8 @@ def load_pairs(data: str | None, source="en", target="es", data_dir: Path | None
 
 def cached_bible_pairs(source: str, target: str, data_dir: Path) -> dict:
     """The Bible pairs, read once and cached as TSV files under the data dir."""
-    folder = Path(data_dir) / "translation" / f"bible-{source}-{target}"
+    # v2: chapters numbered one verse apart are dropped (is_shifted).
+    folder = Path(data_dir) / "translation" / f"bible-{source}-{target}-v2"
     if not all((folder / f"{name}.tsv").is_file() for name in SPLITS):
         print(f"preparing the {source}-{target} Bible corpus in {folder} ...", flush=True)
         splits = bible_pairs(source, target)

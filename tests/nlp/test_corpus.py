@@ -1,5 +1,7 @@
 """Translation corpora: OSIS cleaning, Bible alignment, TSV validation, splits."""
 
+import random
+
 import pytest
 
 from shared.errors import DataError
@@ -38,6 +40,24 @@ def test_bible_verses_align_by_reference_and_chapters_split_whole():
         for pair in split:
             chapter = pair.origin.rsplit(":", 1)[0]
             assert chapter_of.setdefault(chapter, name) == name
+
+
+@needs_bibles
+def test_a_chapter_numbered_one_verse_apart_is_dropped():
+    # Spanish Numbers 13:2 is English 13:1 (the chapters have 33 verses each).
+    splits = corpus.bible_pairs(books={"Num"})
+    origins = {pair.origin for split in splits.values() for pair in split}
+    assert "Num 14:1" in origins and not any(o.startswith("Num 13:") for o in origins)
+
+
+def test_shift_detection_on_verse_lengths():
+    rng = random.Random(0)
+    english = [rng.randint(5, 60) for _ in range(30)]
+    spanish = [round(n * rng.uniform(0.9, 1.3)) for n in english]
+    assert not corpus.is_shifted(english, spanish)
+    assert corpus.is_shifted(english, [12] + spanish[:-1])  # one verse later
+    assert corpus.is_shifted(english, spanish[1:] + [12])  # one verse earlier
+    assert not corpus.is_shifted(english[:4], [12] + spanish[:3])  # too short to tell
 
 
 def test_chapter_split_is_deterministic_and_roughly_proportional():
