@@ -41,6 +41,7 @@ def memory_batch(seed=0):
         ("gru", "luong", {"num_layers": 2, "residual": True, "layer_norm": True}),
         ("rnn", "bahdanau", {"num_layers": 2, "layer_norm": True}),
         ("lstm", "luong", {"num_layers": 2, "residual": True}),
+        ("lstm", "bahdanau", {"attentional_layer": True}),
     ],
 )
 def test_step_matches_teacher_forcing(cell, attention, options):
@@ -98,7 +99,14 @@ def test_mixed_precision_decoder_gives_float32_logits():
 
 def test_decoder_config_round_trip():
     decoder = AttentiveDecoder(
-        VOCAB, 8, cell="gru", units=16, num_layers=2, attention="luong", dropout=0.1
+        VOCAB,
+        8,
+        cell="gru",
+        units=16,
+        num_layers=2,
+        attention="luong",
+        dropout=0.1,
+        attentional_layer=True,
     )
     clone = AttentiveDecoder.from_config(decoder.get_config())
     assert clone.get_config() == decoder.get_config()
