@@ -236,12 +236,33 @@ def _chunks(items, size):
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+def _whole_rows(endpoint, input_name: str, output: str):
+    """Calls an export on a batch of equally long rows (`length` = the row width)."""
+    import tensorflow as tf
+
+    def run(rows):
+        length = tf.constant(np.full([len(rows)], rows.shape[1], np.int32))
+        return endpoint(**{input_name: tf.constant(rows)}, length=length)[output].numpy()
+
+    return run
+
+
 def serve(profile, built: dict, threads: int, log) -> list[dict]:
     import tensorflow as tf
 
     from shared.export import load_endpoint
 
     timers, meta = [], {}
+
+    def time_export(task, export, run, items, batch, **info):
+        """Times `run` over `items` one at a time and in batches of `batch`."""
+        decoder = export["decoder"].split("-", 1)[1]
+        for size in (1, batch):
+            name = f"{export['decoder']}|{size}"
+            timers.append(Timer(name, lambda s=size: [run(c) for c in _chunks(items, s)]))
+            meta[name] = {"task": task, "decoder": decoder, "items": len(items), **info}
+            meta[name]["batch"] = size
+
     if "exports" in built.get("translation", {}):
         sentences = toy_sentences(profile.translation_sentences, profile.seed + 1)
         batch = profile.batch_sizes["translation"]
@@ -253,81 +274,35 @@ def serve(profile, built: dict, threads: int, log) -> list[dict]:
 
             outputs = [t.decode() for c in _chunks(sentences, batch) for t in translate(c)]
             expected = [" ".join(reversed(s.split())) for s in sentences]
-            info = {
-                "task": "translation",
-                "decoder": export["decoder"].split("-", 1)[1],
-                "items": len(sentences),
-                "exact_match": float(
-                    np.mean([o == e for o, e in zip(outputs, expected, strict=True)])
-                ),
-                "mean_output_words": float(np.mean([len(o.split()) for o in outputs])),
-            }
-            for size in (1, batch):
-                name = f"{export['decoder']}|{size}"
-                timers.append(
-                    Timer(name, lambda s=size, f=translate: [f(c) for c in _chunks(sentences, s)])
-                )
-                meta[name] = {**info, "batch": size}
+            hits = [o == e for o, e in zip(outputs, expected, strict=True)]
+            time_export(
+                "translation",
+                export,
+                translate,
+                sentences,
+                batch,
+                exact_match=float(np.mean(hits)),
+                mean_output_words=float(np.mean([len(o.split()) for o in outputs])),
+            )
     if "exports" in built.get("speech", {}):
         seconds = profile.utterance_seconds
         waves = synthetic_utterances(profile.speech_utterances, seconds, profile.seed + 2)
-        batch = profile.batch_sizes["speech"]
         for export in built["speech"]["exports"]:
-            endpoint = load_endpoint(export["path"])
-
-            def transcribe(rows, endpoint=endpoint):
-                lengths = np.full([len(rows)], rows.shape[1], np.int32)
-                return endpoint(waveform=tf.constant(rows), length=tf.constant(lengths))[
-                    "text"
-                ].numpy()
-
-            info = {
-                "task": "speech",
-                "decoder": export["decoder"].split("-", 1)[1],
-                "items": len(waves),
-                "audio_seconds": len(waves) * seconds,
-            }
-            for size in (1, batch):
-                name = f"{export['decoder']}|{size}"
-                timers.append(
-                    Timer(
-                        name,
-                        lambda s=size, f=transcribe: [
-                            f(waves[i : i + s]) for i in range(0, len(waves), s)
-                        ],
-                    )
-                )
-                meta[name] = {**info, "batch": size}
+            transcribe = _whole_rows(load_endpoint(export["path"]), "waveform", "text")
+            batch = profile.batch_sizes["speech"]
+            time_export(
+                "speech", export, transcribe, waves, batch, audio_seconds=len(waves) * seconds
+            )
     clips = np.random.default_rng(profile.seed + 3).integers(
         0, 256, (profile.video_clips, *VIDEO_SHAPE), dtype=np.uint8
     )
     for task, output in (("action", "label"), ("caption", "caption")):
         for export in built.get(task, {}).get("exports", []):
-            endpoint = load_endpoint(export["path"])
-
-            def run(rows, endpoint=endpoint, output=output):
-                lengths = np.full([len(rows)], rows.shape[1], np.int32)
-                return endpoint(frames=tf.constant(rows), length=tf.constant(lengths))[
-                    output
-                ].numpy()
-
-            info = {"task": task, "decoder": export["decoder"].split("-", 1)[1]}
-            info["items"] = len(clips)
+            run = _whole_rows(load_endpoint(export["path"]), "frames", output)
+            info = {}
             if task == "caption":
-                words = [len(t.split()) for t in run(clips[:4])]
-                info["mean_output_words"] = float(np.mean(words))
-            batch = profile.batch_sizes["video"]
-            for size in (1, batch):
-                name = f"{export['decoder']}|{size}"
-                timers.append(
-                    Timer(
-                        name,
-                        lambda s=size, f=run: [
-                            f(clips[i : i + s]) for i in range(0, len(clips), s)
-                        ],
-                    )
-                )
-                meta[name] = {**info, "batch": size}
+                info["mean_output_words"] = float(np.mean([len(t.split()) for t in run(clips[:4])]))
+            time_export(task, export, run, clips, profile.batch_sizes["video"], **info)
     for timer in timers:
         timer.warm_up(profile.warmup, profile.min_time)
     interleave(timers, profile.repeats)

@@ -13,6 +13,7 @@ after it is 0; a hypothesis that never produced `end_id` has length `max_length`
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -277,6 +278,29 @@ def decode(
 
 
 # -- search ------------------------------------------------------------------------------
+def greedy_attention(decoder, memory, memory_mask, start_id, end_id, max_length):
+    """Greedy decoding of one sequence, eagerly, with the attention weights of each step.
+
+    For reports (attention heatmaps); it picks what `greedy_decode` picks.
+    Args:
+        memory: `[1, source_time, features]`; `memory_mask` `[1, source_time]` or None.
+    Returns:
+        `(token ids: list, end_id included when reached; weights [steps, source_time])`.
+    """
+    states = decoder.initial_states(memory, memory_mask)
+    keys = decoder.attention_layer.project_keys(memory)
+    token, ids, rows = tf.constant([start_id]), [], []
+    for _ in range(max_length):
+        logits, states, weights = decoder.step(token, states, memory, memory_mask, keys)
+        # Padding (id 0) is never generated, as in the graph searches.
+        token = tf.argmax(logits[:, 1:], axis=-1, output_type=tf.int32) + 1
+        ids.append(int(token[0]))
+        rows.append(ops.convert_to_numpy(weights[0]))
+        if ids[-1] == end_id:
+            break
+    return ids, np.stack(rows)
+
+
 def gnmt_length_penalty(lengths, alpha):
     """GNMT length penalty `((5 + length) / 6) ** alpha`; scores are divided by it."""
     return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, tf.cast(alpha, tf.float32))

@@ -51,3 +51,17 @@ def toy_folder(root, per_class=16, seed=0):
         for number in range(per_class):
             write_video(root / kind / f"{kind}_{number:02d}.avi", toy_clip(kind, rng))
     return root
+
+
+# How the video tasks read the toy folder (either task's config): 16 clips per class split
+# 10/2/4, 8 frames of 48 px, and a random frame CNN: the classes differ in the size of one
+# shape over time, which random convolution features carry (training the CNN is tested
+# on its own).
+TOY_CLIP_SETTINGS = [
+    "data.valid_fraction=0.125",
+    "data.test_fraction=0.25",
+    "frames.cnn=convnet",
+    "frames.size=48",
+    "frames.num_frames=8",
+    "cnn.epochs=0",
+]

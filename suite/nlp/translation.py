@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
 from shared.backbones import RecurrentBackbone
-from shared.seq2seq import AttentiveDecoder, decode
+from shared.seq2seq import AttentiveDecoder, decode, greedy_attention
 from shared.vocab import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -118,20 +117,8 @@ class Translator(keras.Model):
             `(target ids: list, EOS included when reached; weights [steps, source_time])`.
         """
         memory, mask = self.encode(source_ids, training=False)
-        decoder = self.decoder
-        states = decoder.initial_states(memory, mask)
-        keys = decoder.attention_layer.project_keys(memory)
         max_length = max_length or 2 * int(source_ids.shape[1]) + 10
-        token, ids, rows = tf.constant([BOS_ID]), [], []
-        for _ in range(max_length):
-            logits, states, weights = decoder.step(token, states, memory, mask, keys)
-            # Padding is never generated (as in the graph searches).
-            token = tf.argmax(logits[:, PAD_ID + 1 :], axis=-1, output_type=tf.int32) + 1
-            ids.append(int(token[0]))
-            rows.append(ops.convert_to_numpy(weights[0]))
-            if ids[-1] == EOS_ID:
-                break
-        return ids, np.stack(rows)
+        return greedy_attention(self.decoder, memory, mask, BOS_ID, EOS_ID, max_length)
 
     def build_for(self, batch=1, length=2):
         """Creates the variables by running on a dummy batch."""

@@ -32,6 +32,7 @@ from suite.video.captioning import VideoCaptioner
 from suite.video.captions import ACTION_WORDS, names_action
 from suite.video.features import prepare_frames
 from suite.video.pipeline import clip_features, load_labels, save_labels
+from suite.video.task import PRESETS as ACTION_PRESETS
 from suite.video.task import (
     ActionDataConfig,
     ActionTask,
@@ -83,32 +84,30 @@ class CaptionConfig:
     )
 
 
+def _with_action_clips(name: str, data=None, **sections) -> dict:
+    """A caption preset on the action preset `name`'s clips, frames and frame CNN (so that
+    both tasks render, cache and encode the same clips), plus caption-specific `sections`."""
+    action = ACTION_PRESETS[name]
+    preset = {key: dict(action[key]) for key in ("data", "frames", "cnn") if key in action}
+    if data:
+        preset["data"] = {**preset.get("data", {}), **data}
+    return {**preset, **sections}
+
+
 PRESETS = {
-    "tiny": {
-        "data": {
-            "train_clips": 2,
-            "valid_clips": 1,
-            "test_clips": 1,
-            "render_frames": 12,
-            "render_size": 48,
-            "workers": 1,
-            "captions_per_clip": 3,
-        },
-        "frames": {"num_frames": 8, "size": 48, "batch_size": 16},
-        "cnn": {"epochs": 1, "segments": 2, "batch_size": 8},
-        "model": {"embedding_dim": 32, "units": 32},
-        "decode": {"beam_width": 2},
-        "train": {"epochs": 3, "batch_size": 16},
-    },
-    # The action task's clips and frame CNN: a run dir of either serves both.
-    "small": {},
-    "base": {
-        "data": {"train_clips": 100, "valid_clips": 12, "test_clips": 20, "render_size": 160},
-        "frames": {"size": 112},
-        "cnn": {"epochs": 40, "batch_size": 32},
-        "model": {"embedding_dim": 256, "units": 384, "decoder_layers": 2},
-        "train": {"epochs": 40, "batch_size": 64},
-    },
+    "tiny": _with_action_clips(
+        "tiny",
+        data={"captions_per_clip": 3},
+        model={"embedding_dim": 32, "units": 32},
+        decode={"beam_width": 2},
+        train={"epochs": 3, "batch_size": 16},
+    ),
+    "small": _with_action_clips("small"),
+    "base": _with_action_clips(
+        "base",
+        model={"embedding_dim": 256, "units": 384, "decoder_layers": 2},
+        train={"epochs": 40, "batch_size": 64},
+    ),
 }
 
 

@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from toy_video import CLASSES, toy_clip, toy_folder, write_video
+from toy_video import CLASSES, TOY_CLIP_SETTINGS, toy_clip, toy_folder, write_video
 
 from shared import config as config_lib
 from shared.errors import DataError
@@ -31,14 +31,7 @@ from suite.video.pipeline import (
 from suite.video.task import ActionConfig, ActionTask, load_frame_encoder
 
 TOY_SETTINGS = [
-    "data.valid_fraction=0.125",
-    "data.test_fraction=0.25",
-    "frames.cnn=convnet",
-    "frames.size=48",
-    "frames.num_frames=8",
-    # A random frame CNN: the toy classes differ in the size of one shape over time,
-    # which random convolution features carry; training the CNN is tested on its own.
-    "cnn.epochs=0",
+    *TOY_CLIP_SETTINGS,
     "model.units=32",
     "model.dropout=0.0",
     "model.input_dropout=0.0",

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from toy_video import CLASSES, toy_clip, toy_folder, write_video
+from toy_video import CLASSES, TOY_CLIP_SETTINGS, toy_clip, toy_folder, write_video
 
 from shared import config as config_lib
 from shared.errors import DataError
@@ -40,14 +40,7 @@ CAPTIONS = {
 }
 
 TOY_SETTINGS = [
-    "data.valid_fraction=0.125",
-    "data.test_fraction=0.25",
-    "frames.cnn=convnet",
-    "frames.size=48",
-    "frames.num_frames=8",
-    # A random frame CNN, as in the action test: the toy classes differ in the size of
-    # one shape over time, which random convolution features carry.
-    "cnn.epochs=0",
+    *TOY_CLIP_SETTINGS,
     "model.units=48",
     "model.embedding_dim=32",
     "model.dropout=0.0",
