@@ -12,6 +12,7 @@ are saved in the run dir and read back on resume, so ids never change under a mo
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -52,7 +53,13 @@ class SubwordVocabulary(keras.layers.Layer):
 
         self.model = base64.b64decode(model) if isinstance(model, str) else bytes(model)
         self.lowercase = lowercase
-        self._tokenizer = tf_text.SentencepieceTokenizer(model=self.model, out_type=tf.int32)
+        # The op's resource is shared by node name inside a process: a SavedModel holding
+        # two tokenizers under the default name serves both with whichever loads first.
+        # Naming it after the model's content keeps different models apart.
+        digest = hashlib.sha1(self.model).hexdigest()[:16]
+        self._tokenizer = tf_text.SentencepieceTokenizer(
+            model=self.model, out_type=tf.int32, name=f"sentencepiece_{digest}"
+        )
         # The tokenizer creates its resource on first use; create it now, outside any
         # tf.function, or a function that uses it first would own (and free) it.
         with tf.init_scope():

@@ -14,9 +14,9 @@ from suite.nlp.tokenizer import SubwordVocabulary, build_tokenizers, load_vocabu
 SYLLABLES = "la le lo ma me mo sa se so ta te to ña ño qué".split()
 
 
-def sentences(count=400, seed=0):
+def sentences(count=400, seed=0, syllables=SYLLABLES):
     rng = random.Random(seed)
-    words = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(60)]
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(60)]
     return [
         " ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) + "." for _ in range(count)
     ]
@@ -62,13 +62,26 @@ def test_every_level_builds_from_pairs():
 
 
 @pytest.mark.slow
-def test_subword_export_serves_in_a_fresh_process(subword, tmp_path):
+def test_two_subword_models_serve_apart_in_a_fresh_process(subword, tmp_path):
+    # A translator's export holds a source and a target model; each must keep its own.
+    other_syllables = "ku ki ko pu pi po ru ri ro".split()
+    other = SubwordVocabulary.train(sentences(syllables=other_syllables, seed=1), vocab_size=90)
+
     def endpoint(text):
-        return {"text": subword.decode(subword.encode_padded(text, add_eos=True))}
+        source_ids = subword.encode_padded(text, add_eos=True)
+        return {
+            "text": other.decode(other.encode_padded(text, add_eos=True)),
+            "source_text": subword.decode(source_ids),
+        }
 
     path = export_endpoint(
-        tmp_path / "export", endpoint, [tf.TensorSpec([None], tf.string, name="text")], [subword]
+        tmp_path / "export",
+        endpoint,
+        [tf.TensorSpec([None], tf.string, name="text")],
+        [subword, other],
     )
-    texts = sentences(3, seed=3)
+    texts = sentences(3, syllables=other_syllables, seed=3)
     served = serve_in_fresh_process(path, {"text": np.array([t.encode() for t in texts])})
     assert [t.decode() for t in served["text"]] == texts
+    # The first model cannot spell the second's syllables: it must give unknowns, not them.
+    assert [t.decode() for t in served["source_text"]] != texts
