@@ -12,7 +12,7 @@ PRESET ?= small
 SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
 	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv apertium-eng-spa libsndfile1
 
-.PHONY: setup system-packages test test-fast lint format demo bench bench-quick clean \
+.PHONY: setup system-packages test test-fast lint format demo bench bench-quick gpu-check clean \
 	train-speech train-action train-caption train-translation train-video train-nlp \
 	export-speech export-action export-caption export-translation
 
@@ -68,6 +68,10 @@ bench:
 
 bench-quick:
 	$(PY) -m bench.run --profile quick
+
+# On a GPU machine: the backbones learn there, respect masks, and reload on a CPU.
+gpu-check:
+	$(PY) -m bench.gpu_check --out bench/results/gpu_check
 
 clean:
 	rm -rf $(RUNS) $(EXPORTS) .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from bench import machine, report
@@ -120,3 +121,15 @@ def test_report_command_renders_a_results_file(tmp_path, capsys):
     path.write_text(json.dumps(_results()))
     assert report.main([str(path), "--no-readme"]) == 0
     assert path.with_suffix(".md").read_text() == capsys.readouterr().out.rstrip("\n") + "\n"
+
+
+def test_gpu_check_task_labels_the_majority_of_the_valid_steps_only():
+    from bench.gpu_check import MAX_TIME, majority_task
+
+    x, labels = majority_task(200, seed=0, full=False)
+    lengths = x.sum(axis=(1, 2)).astype(int)
+    assert x.shape[1] == MAX_TIME and lengths.min() >= 6 and len(set(lengths)) > 5
+    for row, length in zip(x, lengths, strict=True):
+        assert not row[length:].any()  # right padding only, as cuDNN masks require
+    counts = x.sum(axis=1)
+    np.testing.assert_array_equal(labels, counts.argmax(axis=1))
