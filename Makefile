@@ -36,11 +36,14 @@ system-packages:
 		echo "  sudo apt-get install -y $$missing"; \
 	fi
 
+# Tests run in parallel workers, a test file per worker (its module fixtures train once);
+# most toy trainings are too small to keep two cores busy on their own.
+TEST_WORKERS ?= 2
 test:
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint:
 	$(VENV)/bin/ruff check shared suite tests bench
