@@ -258,7 +258,13 @@ class CaptionTask(Task):
 
         def describe(frames, length):
             picked, valid = prepare_frames(
-                frames, length, spec.num_frames, spec.size, spec.sampling, spec.stride
+                frames,
+                length,
+                spec.num_frames,
+                spec.size,
+                spec.sampling,
+                spec.stride,
+                spec.modality,
             )
             features = encoder(picked, training=False)
             tokens = model.generate(features, valid, d.beam_width, d.length_penalty, max_length)

@@ -74,6 +74,9 @@ ARCHITECTURES = {
     "convnet": ("convnet", {}, "tf"),
 }
 SAMPLING_MODES = ("uniform", "strided")
+# What the CNN sees of each sampled frame: the frame itself, or its difference from the
+# previous sampled frame (TSN's RGB-difference modality: the moving figure, not the scene).
+MODALITIES = ("rgb", "diff")
 _CAFFE_MEANS = (103.939, 116.779, 123.68)
 
 
@@ -131,21 +134,38 @@ def resize_frames(frames, size: int):
     return tf.reshape(resized, tf.concat([shape[:-3], [size, size, 3]], axis=0))
 
 
-def prepare_frames(frames, length, num_frames: int, size: int, mode="uniform", stride=2):
+def frame_differences(frames):
+    """uint8 [batch, time, S, S, 3] -> uint8 images of `(x[t] - x[t-1]) / 2 + 128`.
+
+    The first step (nothing before it) is flat grey. A step only looks back, so valid steps
+    never see the padding after a clip's end.
+    """
+    frames = tf.cast(frames, tf.float32)
+    previous = tf.concat([frames[:, :1], frames[:, :-1]], axis=1)
+    difference = tf.round((frames - previous) / 2.0 + 128.0)
+    return tf.cast(tf.clip_by_value(difference, 0.0, 255.0), tf.uint8)
+
+
+def prepare_frames(
+    frames, length, num_frames: int, size: int, mode="uniform", stride=2, modality="rgb"
+):
     """Raw clips -> what the frame CNN sees.
 
     Args:
         frames: uint8 [batch, time, height, width, 3], right-padded in time.
         length: int [batch], valid frames of each clip (clamped to [1, time]).
+        modality: `rgb` (the sampled frames) or `diff` (`frame_differences` of them).
     Returns:
         `(uint8 [batch, num_frames, size, size, 3], valid int32 [batch])`.
     """
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; have {', '.join(MODALITIES)}")
     frames = tf.convert_to_tensor(frames)
     time = tf.shape(frames)[1]
     length = tf.clip_by_value(tf.cast(length, tf.int32), 1, tf.maximum(time, 1))
     indices, valid = sample_positions(length, num_frames, mode, stride)
-    picked = tf.gather(frames, indices, batch_dims=1)
-    return resize_frames(picked, size), valid
+    picked = resize_frames(tf.gather(frames, indices, batch_dims=1), size)
+    return (frame_differences(picked) if modality == "diff" else picked), valid
 
 
 # -- the CNN ----------------------------------------------------------------------------
@@ -488,18 +508,19 @@ def train_frame_encoder(
 
 
 # -- feature cache ----------------------------------------------------------------------
-def sampling_tag(num_frames: int, mode: str, stride: int) -> str:
-    return f"{num_frames}{mode}" + (f"{stride}" if mode == "strided" else "")
+def sampling_tag(num_frames: int, mode: str, stride: int, modality: str = "rgb") -> str:
+    tag = f"{num_frames}{mode}" + (f"{stride}" if mode == "strided" else "")
+    return tag if modality == "rgb" else f"{tag}-{modality}"
 
 
 class FeatureCache:
     """One `.npz` per clip (`features` float32 [T, D], `valid`, `label`) under a folder per CNN."""
 
-    def __init__(self, encoder: FrameEncoder, num_frames, mode, stride, root=None):
+    def __init__(self, encoder: FrameEncoder, num_frames, mode, stride, modality="rgb", root=None):
         root = Path(root) if root is not None else data_dir() / "video" / "features"
+        sampling = sampling_tag(num_frames, mode, stride, modality)
         self.identity = (
-            f"{encoder.architecture}-{encoder.size}px-{sampling_tag(num_frames, mode, stride)}"
-            f"-{weights_digest(encoder)}"
+            f"{encoder.architecture}-{encoder.size}px-{sampling}-{weights_digest(encoder)}"
         )
         self.folder = root / self.identity
 

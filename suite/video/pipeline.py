@@ -63,6 +63,7 @@ class FramesSpec:
     size: int
     sampling: str = "uniform"
     stride: int = 2
+    modality: str = "rgb"  # rgb | diff (features.MODALITIES)
 
 
 class ClipSource:
@@ -360,6 +361,7 @@ def _clip_preparer(spec: FramesSpec):
             spec.size,
             spec.sampling,
             spec.stride,
+            spec.modality,
         )
         return picked[0], valid[0]
 
@@ -443,7 +445,7 @@ def clip_features(
     progress: bool = True,
 ) -> ClipArrays:
     """CNN features of a split, computed in batches for the clips not cached yet."""
-    cache = FeatureCache(encoder, spec.num_frames, spec.sampling, spec.stride)
+    cache = FeatureCache(encoder, spec.num_frames, spec.sampling, spec.stride, spec.modality)
     clips = source.clips(split)
     _require(clips, split, source)
     missing = [clip for clip in clips if not cache.has(clip.key)]

@@ -23,7 +23,12 @@ from shared.export import export_endpoint, load_endpoint, read_metadata, write_m
 from shared.plots import draw_heatmap
 from shared.task import Task
 from suite.video.action import ActionClassifier
-from suite.video.features import build_frame_encoder, prepare_frames, train_frame_encoder
+from suite.video.features import (
+    MODALITIES,
+    build_frame_encoder,
+    prepare_frames,
+    train_frame_encoder,
+)
 from suite.video.frames import read_video
 from suite.video.pipeline import (
     FramesSpec,
@@ -64,6 +69,10 @@ class FramesConfig:
     size: int = 96
     sampling: str = "uniform"  # uniform | strided
     stride: int = 2
+    # rgb | diff: the CNN sees each sampled frame minus the one before (TSN's RGB
+    # difference). On the embedded corpus, whose small figure moves over busy static
+    # scenes, the difference is what a CNN trained from scratch can learn from.
+    modality: str = "diff"
     # Frame CNN: a key of suite.video.features.ARCHITECTURES. The default `convnet` is a
     # plain CNN that trains from scratch quickly; keras.applications nets (mobilenet_v3_small,
     # efficientnet_b0, ...) are the choice with ImageNet weights (frames.weights).
@@ -144,9 +153,13 @@ def frames_spec(config) -> FramesSpec:
     f = config.frames
     if f.sampling not in ("uniform", "strided"):
         raise DataError(f"frames.sampling must be uniform or strided, got {f.sampling!r}")
+    if f.modality not in MODALITIES:
+        raise DataError(
+            f"frames.modality must be one of {', '.join(MODALITIES)}, got {f.modality!r}"
+        )
     if f.num_frames < 1 or f.size < 32:
         raise DataError("frames.num_frames must be >= 1 and frames.size >= 32")
-    return FramesSpec(f.num_frames, f.size, f.sampling, f.stride)
+    return FramesSpec(f.num_frames, f.size, f.sampling, f.stride, f.modality)
 
 
 def load_frame_encoder(run_dir: Path):
@@ -371,7 +384,13 @@ class ActionTask(Task):
 
         def classify(frames, length):
             picked, valid = prepare_frames(
-                frames, length, spec.num_frames, spec.size, spec.sampling, spec.stride
+                frames,
+                length,
+                spec.num_frames,
+                spec.size,
+                spec.sampling,
+                spec.stride,
+                spec.modality,
             )
             inputs = picked if model.frame_encoder is not None else encoder(picked, training=False)
             probabilities = model((inputs, valid), training=False)

@@ -28,7 +28,7 @@ from suite.video.pipeline import (
     prepare_clip,
     split_videos,
 )
-from suite.video.task import ActionConfig, ActionTask, load_frame_encoder
+from suite.video.task import ActionConfig, ActionTask, frames_spec, load_frame_encoder
 
 TOY_SETTINGS = [
     *TOY_CLIP_SETTINGS,
@@ -77,9 +77,10 @@ def test_features_are_cached_and_keyed_by_the_cnn(trained, monkeypatch):
     monkeypatch.setenv("RNNSUITE_DATA_DIR", str(root / "data"))
     config = config_lib.load(ActionConfig, root / "run")
     source = load_source(data, config.data)
-    spec = FramesSpec(8, 48)
+    spec = frames_spec(config)
+    assert spec == FramesSpec(8, 48, modality="diff")
     encoder = load_frame_encoder(root / "run")
-    cache = FeatureCache(encoder, 8, "uniform", 2)
+    cache = FeatureCache(encoder, 8, "uniform", 2, "diff")
     train_clips = source.clips("train")
     assert len(train_clips) == 40 and all(cache.has(clip.key) for clip in train_clips)
     files = [cache.path(clip.key) for clip in train_clips]
@@ -92,7 +93,11 @@ def test_features_are_cached_and_keyed_by_the_cnn(trained, monkeypatch):
     encoder.cnn.weights[0].assign(encoder.cnn.weights[0] * 1.5)
     changed = clip_features(source, "valid", labels, spec, encoder, progress=False)
     assert changed.computed == len(changed.clips) == 8
-    assert FeatureCache(encoder, 8, "uniform", 2).folder != cache.folder
+    assert FeatureCache(encoder, 8, "uniform", 2, "diff").folder != cache.folder
+    assert (
+        FeatureCache(encoder, 8, "uniform", 2, "rgb").folder
+        != FeatureCache(encoder, 8, "uniform", 2, "diff").folder
+    )
 
 
 @pytest.mark.slow
@@ -115,7 +120,7 @@ def test_export_in_a_fresh_process_agrees_with_keras(trained, tmp_path):
     length = np.array([len(c) for c in clips] + [len(clips[0])], np.int32)
     served = serve_in_fresh_process(path, {"frames": frames, "length": length})
 
-    spec = FramesSpec(8, 48)
+    spec = frames_spec(config)
     encoder = load_frame_encoder(root / "run")
     prepared = [prepare_clip(clip, spec) for clip in clips]
     features = encoder(np.stack([picked for picked, _ in prepared]), training=False)
@@ -207,6 +212,22 @@ def test_prepared_frames_are_resized_uint8_and_ignore_padding():
     assert np.array_equal(prepare_frames(frames, [12, 5], 4, 32)[0][1], picked[1])
     same, _ = prepare_frames(frames[:, :, :, :32], [12, 12], 12, 32)
     assert np.array_equal(same[0], frames[0, :, :, :32])  # no resizing at the model's size
+
+
+def test_difference_frames_look_back_one_sampled_frame_and_never_at_padding():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (2, 12, 32, 32, 3), dtype=np.uint8)
+    rgb, _ = prepare_frames(frames, [12, 5], 4, 32)
+    diff, valid = prepare_frames(frames, [12, 5], 4, 32, modality="diff")
+    assert diff.dtype == "uint8" and valid.numpy().tolist() == [4, 4]
+    assert np.all(diff.numpy()[:, 0] == 128)  # nothing before the first frame
+    expected = np.round((rgb.numpy()[:, 1:].astype(float) - rgb.numpy()[:, :-1]) / 2 + 128)
+    np.testing.assert_array_equal(diff.numpy()[:, 1:], expected)
+    frames[1, 5:] = 0
+    again, _ = prepare_frames(frames, [12, 5], 4, 32, modality="diff")
+    np.testing.assert_array_equal(again[1], diff[1])
+    with pytest.raises(ValueError, match="unknown modality 'flow'"):
+        prepare_frames(frames, [12, 5], 4, 32, modality="flow")
 
 
 def test_class_folders_split_deterministically_and_by_ucf_group(tmp_path):

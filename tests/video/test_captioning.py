@@ -29,8 +29,8 @@ from suite.video.caption_data import (
 )
 from suite.video.caption_task import load_caption_vocab
 from suite.video.captions import names_action
-from suite.video.pipeline import FramesSpec, prepare_clip
-from suite.video.task import load_frame_encoder
+from suite.video.pipeline import prepare_clip
+from suite.video.task import frames_spec, load_frame_encoder
 
 CAPTIONS = {
     "blink": ["a circle blinks", "the dot flashes on and off", "a shape flickers"],
@@ -115,7 +115,7 @@ def test_export_in_a_fresh_process_captions_as_keras_does(trained, tmp_path):
     served = serve_in_fresh_process(path, {"frames": frames, "length": length})
 
     encoder = load_frame_encoder(root / "run")
-    prepared = [prepare_clip(clip, FramesSpec(8, 48)) for clip in clips]
+    prepared = [prepare_clip(clip, frames_spec(config)) for clip in clips]
     features = encoder(np.stack([picked for picked, _ in prepared]), training=False).numpy()
     valid = np.array([count for _, count in prepared], np.int32)
     vocab = load_caption_vocab(root / "run")
