@@ -1,6 +1,7 @@
 """Runs the benchmark suite: every section in a fresh process, one results file.
 
-    python -m bench.run --profile quick|full [--only backbone,features,inference] [--no-readme]
+    python -m bench.run --profile quick|full [--only backbone,features,inference,reference]
+                        [--no-readme]
 
 Writes `bench/results/<timestamp>.json` (machine, load, every repeat), `.md` (the tables)
 and `.log` (the sections' stderr), and regenerates README's benchmark section. Exits 1 if
@@ -24,7 +25,7 @@ from bench import machine, report
 from bench.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("backbone", "features", "inference")
+SECTIONS = ("backbone", "features", "inference", "reference")
 
 
 def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]]:
@@ -88,6 +89,8 @@ def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]
                     {},
                 )
             )
+    if "reference" in sections:
+        runs.append(("reference", "reference-t1", ["bench.reference", "--threads", "1"], {}))
     return runs
 
 

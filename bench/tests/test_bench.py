@@ -133,3 +133,38 @@ def test_gpu_check_task_labels_the_majority_of_the_valid_steps_only():
         assert not row[length:].any()  # right padding only, as cuDNN masks require
     counts = x.sum(axis=1)
     np.testing.assert_array_equal(labels, counts.argmax(axis=1))
+
+
+def test_reference_video_model_is_the_keras_io_example_and_its_table_renders():
+    from bench.reference import MAX_SEQ_LENGTH, NUM_FEATURES, get_sequence_model, load_frames
+
+    model = get_sequence_model(classes=5)
+    assert [type(layer).__name__ for layer in model.layers[2:]] == [
+        "GRU",
+        "GRU",
+        "Dropout",
+        "Dense",
+        "Dense",
+    ]
+    assert model.input_shape == [(None, MAX_SEQ_LENGTH, NUM_FEATURES), (None, MAX_SEQ_LENGTH)]
+    frames = np.zeros((3, 90, 120, 3), np.uint8)
+    frames[..., 0] = 7  # BGR in, RGB out
+    loaded = load_frames(frames)
+    assert loaded.shape == (3, 224, 224, 3) and (loaded[..., 2] == 7).all()
+
+    timing = {"median_s": 2.0, "cpu_median_s": 2.0, "p25_s": 1.9, "p75_s": 2.1}
+    timing.update(cpu_p25_s=1.9, cpu_p75_s=2.1)
+    rows = [
+        {
+            "domain": "video",
+            "stage": "features",
+            "implementation": name,
+            "setup": "s",
+            "threads": 1,
+            "clips": clips,
+            "timing": timing,
+        }
+        for name, clips in (("keras.io CNN-RNN", 2), ("rnnsuite", 20))
+    ]
+    table = "\n".join(report.reference_table({"rows": rows}))
+    assert "| video | features | keras.io CNN-RNN | s | 1 thread | 1.00 clips/s | 10.0× |" in table

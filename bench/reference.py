@@ -1,0 +1,250 @@
+"""End-to-end training throughput against the published Keras examples, on the same data.
+
+Video (this module so far): keras.io "Video Classification with a CNN-RNN Architecture"
+(Sayak Paul, 2021), implemented as its authors wrote it:
+
+    frames    `load_video`: every frame centre-cropped square, resized to 224×224 (cv2),
+              BGR -> RGB; the first MAX_SEQ_LENGTH = 20 frames are used
+    features  InceptionV3 (`include_top=False, pooling="avg"`, its `preprocess_input` in
+              the model), called with `predict` on one frame at a time, as
+              `prepare_all_videos` does: 2048 features per frame
+    model     GRU(16, return_sequences) with the frame mask -> GRU(8) -> Dropout(0.4) ->
+              Dense(8, relu) -> Dense(classes, softmax); Adam, sparse cross-entropy;
+              `fit`'s default batch of 32
+
+against the action task's `small` preset: 16 frames sampled over the clip, resized to
+96 px, differenced (`frames.modality=diff`), a plain 5-layer CNN on a batch of clips in
+one call (`FrameEncoder`), then `ActionClassifier` (masked GRU of 128) at batch 32.
+
+Adapted: the example reads UCF101 videos from disk; both sides here start from the same
+decoded clips in memory (32 frames of 112×112 uint8, the embedded corpus's shape), so
+video decoding is not timed. InceptionV3 runs with random weights: ImageNet weights cannot
+be downloaded here, and weights do not change the work. Quality is not compared: without
+ImageNet weights the example's features mean nothing.
+
+Stages, each timed on the same clips: `features` (clips/s from decoded frames to cached
+features) and `train step` (clips/s of one optimizer step of the sequence model on
+cached features).
+
+    python -m bench.reference --profile quick --threads 1 --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from bench import machine
+from bench.profiles import PROFILES
+from bench.timing import Timer, interleave
+
+CLASSES = 15
+CLIP_SHAPE = (32, 112, 112, 3)
+# The keras.io example's constants.
+IMG_SIZE, MAX_SEQ_LENGTH, NUM_FEATURES, FIT_BATCH = 224, 20, 2048, 32
+
+
+def synthetic_clips(count: int, seed: int) -> np.ndarray:
+    """`[count, 32, 112, 112, 3]` uint8 noise (content does not change the work)."""
+    return np.random.default_rng(seed).integers(0, 256, (count, *CLIP_SHAPE), dtype=np.uint8)
+
+
+# -- the keras.io example ------------------------------------------------------------------
+def crop_center_square(frame):
+    y, x = frame.shape[0:2]
+    min_dim = min(y, x)
+    start_x = (x // 2) - (min_dim // 2)
+    start_y = (y // 2) - (min_dim // 2)
+    return frame[start_y : start_y + min_dim, start_x : start_x + min_dim]
+
+
+def load_frames(clip, resize=(IMG_SIZE, IMG_SIZE)):
+    """The example's `load_video` on frames already decoded (BGR, as cv2 decodes them)."""
+    import cv2
+
+    frames = []
+    for frame in clip:
+        frame = crop_center_square(frame)
+        frame = cv2.resize(frame, resize)
+        frame = frame[:, :, [2, 1, 0]]
+        frames.append(frame)
+    return np.array(frames)
+
+
+def build_feature_extractor():
+    import keras
+
+    feature_extractor = keras.applications.InceptionV3(
+        weights=None,  # the example: "imagenet" (not downloadable here; same work)
+        include_top=False,
+        pooling="avg",
+        input_shape=(IMG_SIZE, IMG_SIZE, 3),
+    )
+    preprocess_input = keras.applications.inception_v3.preprocess_input
+    inputs = keras.Input((IMG_SIZE, IMG_SIZE, 3))
+    preprocessed = preprocess_input(inputs)
+    outputs = feature_extractor(preprocessed)
+    return keras.Model(inputs, outputs, name="feature_extractor")
+
+
+def reference_features(feature_extractor, clip):
+    """`prepare_all_videos` for one video: (features [1, 20, 2048], mask [1, 20])."""
+    frames = load_frames(clip)[None, ...]
+    frame_mask = np.zeros(shape=(1, MAX_SEQ_LENGTH), dtype="bool")
+    frame_features = np.zeros(shape=(1, MAX_SEQ_LENGTH, NUM_FEATURES), dtype="float32")
+    for i, batch in enumerate(frames):
+        video_length = batch.shape[0]
+        length = min(MAX_SEQ_LENGTH, video_length)
+        for j in range(length):
+            frame_features[i, j, :] = feature_extractor.predict(batch[None, j, :], verbose=0)
+        frame_mask[i, :length] = 1
+    return frame_features, frame_mask
+
+
+def get_sequence_model(classes=CLASSES):
+    import keras
+
+    frame_features_input = keras.Input((MAX_SEQ_LENGTH, NUM_FEATURES))
+    mask_input = keras.Input((MAX_SEQ_LENGTH,), dtype="bool")
+    x = keras.layers.GRU(16, return_sequences=True)(frame_features_input, mask=mask_input)
+    x = keras.layers.GRU(8)(x)
+    x = keras.layers.Dropout(0.4)(x)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    output = keras.layers.Dense(classes, activation="softmax")(x)
+    rnn_model = keras.Model([frame_features_input, mask_input], output)
+    rnn_model.compile(
+        loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"]
+    )
+    return rnn_model
+
+
+# -- rnnsuite's action task ------------------------------------------------------------------
+def rnnsuite_video():
+    """(features of a clip batch, a compiled `ActionClassifier`) as the `small` preset has them."""
+    import keras
+    import tensorflow as tf
+
+    from suite.video import ActionClassifier
+    from suite.video.features import build_frame_encoder
+    from suite.video.pipeline import prepare_batch
+    from suite.video.task import ActionConfig, frames_spec
+
+    config = ActionConfig()
+    spec, m = frames_spec(config), config.model
+    encoder = build_frame_encoder(config.frames.cnn, spec.size)
+
+    @tf.function(reduce_retracing=True)
+    def features(clips):
+        length = tf.fill(tf.shape(clips)[:1], tf.shape(clips)[1])
+        picked, valid = prepare_batch(clips, length, spec)
+        return encoder(picked, training=False), valid
+
+    model = ActionClassifier(
+        CLASSES,
+        cell=m.cell,
+        units=m.units,
+        num_layers=m.num_layers,
+        bidirectional=m.bidirectional,
+        dropout=m.dropout,
+        input_dropout=m.input_dropout,
+    ).build_for(feature_dim=encoder.feature_dim)
+    model.compile(
+        keras.optimizers.Adam(config.train.learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(),
+    )
+    return lambda clips: [t.numpy() for t in features(tf.constant(clips))], model, spec
+
+
+def run(profile, threads, log) -> list[dict]:
+    rng = np.random.default_rng(profile.seed)
+    clips = synthetic_clips(profile.reference_clips, profile.seed)
+    labels = rng.integers(0, CLASSES, FIT_BATCH)
+
+    extractor = build_feature_extractor()
+    sequence_model = get_sequence_model()
+    ref_features = np.zeros((FIT_BATCH, MAX_SEQ_LENGTH, NUM_FEATURES), "float32")
+    ref_mask = np.ones((FIT_BATCH, MAX_SEQ_LENGTH), "bool")
+
+    our_features_fn, our_model, spec = rnnsuite_video()
+    features, valid = our_features_fn(clips)
+    our_features = np.resize(features, (FIT_BATCH, *features.shape[1:]))
+    our_valid = np.resize(valid, FIT_BATCH)
+
+    timers = [
+        Timer(
+            "keras.io CNN-RNN|features", lambda: [reference_features(extractor, c) for c in clips]
+        ),
+        Timer("rnnsuite|features", lambda: our_features_fn(clips)),
+        Timer(
+            "keras.io CNN-RNN|train step",
+            lambda: sequence_model.train_on_batch([ref_features, ref_mask], labels),
+        ),
+        Timer(
+            "rnnsuite|train step",
+            lambda: our_model.train_on_batch((our_features, our_valid), labels),
+        ),
+    ]
+    for timer in timers:
+        timer.warm_up(profile.warmup, profile.min_time)
+    interleave(timers, profile.repeats)
+    shapes = {
+        "keras.io CNN-RNN": f"{MAX_SEQ_LENGTH} frames × {IMG_SIZE} px, InceptionV3, GRU 16→8",
+        "rnnsuite": f"{spec.num_frames} frames × {spec.size} px {spec.modality}, convnet, GRU 128",
+    }
+    rows = []
+    for timer in timers:
+        implementation, stage = timer.name.split("|")
+        clips_per_step = len(clips) if stage == "features" else FIT_BATCH
+        summary = timer.summary()
+        rows.append(
+            {
+                "domain": "video",
+                "implementation": implementation,
+                "stage": stage,
+                "setup": shapes[implementation],
+                "threads": threads,
+                "clips": clips_per_step,
+                "clips_per_s": clips_per_step / summary["median_s"],
+                "timing": summary,
+            }
+        )
+        log(rows[-1])
+    return rows
+
+
+def _print_row(row):
+    timing = row["timing"]
+    print(
+        f"  {row['implementation']:17} {row['stage']:10} t{row['threads'] or 'all'}  "
+        f"{row['clips_per_s']:8.2f} clips/s  ({timing['cpu_median_s'] * 1e3:.1f} ms CPU per "
+        f"{row['clips']} clips)",
+        flush=True,
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--threads", type=int, default=1, help="0: every usable core")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    before = machine.load_average()
+    rows = run(PROFILES[args.profile], args.threads, _print_row)
+    result = {"rows": rows, "load_start": before, "load_end": machine.load_average()}
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
