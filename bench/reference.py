@@ -1,6 +1,6 @@
 """End-to-end training throughput against the published Keras examples, on the same data.
 
-Video (this module so far): keras.io "Video Classification with a CNN-RNN Architecture"
+Video: keras.io "Video Classification with a CNN-RNN Architecture"
 (Sayak Paul, 2021), implemented as its authors wrote it:
 
     frames    `load_video`: every frame centre-cropped square, resized to 224×224 (cv2),
@@ -25,6 +25,19 @@ ImageNet weights the example's features mean nothing.
 Stages, each timed on the same clips: `features` (clips/s from decoded frames to cached
 features) and `train step` (clips/s of one optimizer step of the sequence model on
 cached features).
+
+Speech: keras.io "Automatic Speech Recognition using CTC" (Mohamed Reda Bouadjenek and
+Ngoc Dung Huynh, 2021), the DeepSpeech2-like model as written: `encode_single_sample`
+(STFT of 256 / 160 / 384, magnitude ** 0.5, normalised per utterance) in the input
+pipeline; Conv2D 32 [11, 41] stride [2, 2] and Conv2D 32 [11, 21] stride [1, 2] (batch
+norm, ReLU), 5 bidirectional GRU layers of `rnn_units=512` with dropout 0.5, Dense 1024 +
+ReLU, softmax over the characters + blank; Adam 1e-4, CTC; batch 32. Adapted: Keras 3 has
+no `keras.backend.ctc_batch_cost`, so its `CTCLoss` calls `keras.ops.ctc_loss` with the
+same lengths (every label its padded length, as the example does) and the blank last.
+Against the speech task's `small` preset (`SpeechRecognizer`: in-graph MFCC, conv front
+end subsampling time by 3, 2 BiGRU of 160). One stage, `train step` (utterances/s, raw
+16 kHz waveforms in: the example's STFT pipeline is timed with its step); `full` and
+`smoke` profiles only (`Profile.reference_utterances`).
 
     python -m bench.reference --profile quick --threads 1 --out FILE
 """
@@ -159,7 +172,155 @@ def rnnsuite_video():
     return lambda clips: [t.numpy() for t in features(tf.constant(clips))], model, spec
 
 
+# -- the keras.io CTC speech example --------------------------------------------------------
+frame_length, frame_step, fft_length = 256, 160, 384
+
+
+def encode_single_sample(audio):
+    """The example's features of one waveform (its file reading left out)."""
+    import tensorflow as tf
+
+    spectrogram = tf.signal.stft(
+        audio, frame_length=frame_length, frame_step=frame_step, fft_length=fft_length
+    )
+    spectrogram = tf.abs(spectrogram)
+    spectrogram = tf.math.pow(spectrogram, 0.5)
+    means = tf.math.reduce_mean(spectrogram, 1, keepdims=True)
+    stddevs = tf.math.reduce_std(spectrogram, 1, keepdims=True)
+    spectrogram = (spectrogram - means) / (stddevs + 1e-10)
+    return spectrogram
+
+
+def CTCLoss(y_true, y_pred):  # noqa: N802 (the example's name)
+    from keras import ops
+
+    batch_len = ops.shape(y_true)[0]
+    input_length = ops.shape(y_pred)[1] * ops.ones((batch_len,), dtype="int32")
+    label_length = ops.shape(y_true)[1] * ops.ones((batch_len,), dtype="int32")
+    blank = ops.shape(y_pred)[2] - 1
+    log_probs = ops.log(y_pred + 1e-7)  # ctc_batch_cost took probabilities
+    loss = ops.ctc_loss(ops.cast(y_true, "int32"), log_probs, label_length, input_length, blank)
+    return ops.expand_dims(loss, 1)
+
+
+def build_asr_model(input_dim, output_dim, rnn_layers=5, rnn_units=128):
+    import keras
+    from keras import layers
+
+    input_spectrogram = layers.Input((None, input_dim), name="input")
+    x = layers.Reshape((-1, input_dim, 1), name="expand_dim")(input_spectrogram)
+    x = layers.Conv2D(32, [11, 41], strides=[2, 2], padding="same", use_bias=False, name="conv_1")(
+        x
+    )
+    x = layers.BatchNormalization(name="conv_1_bn")(x)
+    x = layers.ReLU(name="conv_1_relu")(x)
+    x = layers.Conv2D(32, [11, 21], strides=[1, 2], padding="same", use_bias=False, name="conv_2")(
+        x
+    )
+    x = layers.BatchNormalization(name="conv_2_bn")(x)
+    x = layers.ReLU(name="conv_2_relu")(x)
+    x = layers.Reshape((-1, x.shape[-2] * x.shape[-1]))(x)
+    for i in range(1, rnn_layers + 1):
+        recurrent = layers.GRU(
+            units=rnn_units,
+            activation="tanh",
+            recurrent_activation="sigmoid",
+            use_bias=True,
+            return_sequences=True,
+            reset_after=True,
+            name=f"gru_{i}",
+        )
+        x = layers.Bidirectional(recurrent, name=f"bidirectional_{i}", merge_mode="concat")(x)
+        if i < rnn_layers:
+            x = layers.Dropout(rate=0.5)(x)
+    x = layers.Dense(units=rnn_units * 2, name="dense_1")(x)
+    x = layers.ReLU(name="dense_1_relu")(x)
+    x = layers.Dropout(rate=0.5)(x)
+    output = layers.Dense(units=output_dim + 1, activation="softmax")(x)
+    model = keras.Model(input_spectrogram, output, name="DeepSpeech_2")
+    opt = keras.optimizers.Adam(learning_rate=1e-4)
+    model.compile(optimizer=opt, loss=CTCLoss)
+    return model
+
+
+def speech_timers(profile):
+    """(name, step) pairs: each side's training step on the same waveforms and labels."""
+    import keras
+    import tensorflow as tf
+
+    from bench.features import synthetic_utterances
+    from shared import config as config_lib
+    from shared.ctc import num_ctc_classes
+    from suite.speech.model import SpeechRecognizer
+    from suite.speech.task import SpeechConfig, SpeechTask, speech_vocabulary
+
+    batch = profile.reference_utterances
+    waves = synthetic_utterances(batch, profile.reference_seconds, profile.seed)
+    vocab = speech_vocabulary()
+    rng = np.random.default_rng(profile.seed)
+    labels = rng.integers(1, vocab.size, (batch, max(2, int(12 * profile.reference_seconds))))
+
+    reference = build_asr_model(fft_length // 2 + 1, vocab.size, rnn_units=512)
+    features = tf.function(lambda audio: tf.map_fn(encode_single_sample, audio))
+
+    config = config_lib.resolve(SpeechConfig, SpeechTask.presets, "small")
+    m = config.model
+    ours = SpeechRecognizer(
+        num_ctc_classes(vocab.size),
+        conv_filters=m.conv_filters,
+        time_stride=m.time_stride,
+        cell=m.cell,
+        units=m.units,
+        num_layers=m.num_layers,
+        dropout=m.dropout,
+        residual=m.residual,
+        layer_norm=m.layer_norm,
+    ).build_for()
+    ours.compile(keras.optimizers.Adam(config.train.learning_rate))
+    inputs = {"waveform": waves, "length": np.full(batch, waves.shape[1], np.int32)}
+    setups = {
+        "keras.io CTC ASR": "STFT 193 bins, 2 conv + 5×BiGRU 512",
+        "rnnsuite": f"MFCC 39, conv ÷{m.time_stride} + {m.num_layers}×BiGRU {m.units}",
+    }
+    steps = {
+        "keras.io CTC ASR": lambda: reference.train_on_batch(features(waves), labels),
+        "rnnsuite": lambda: ours.train_on_batch(inputs, labels),
+    }
+    return steps, setups, batch
+
+
 def run(profile, threads, log) -> list[dict]:
+    rows = video_rows(profile, threads, log)
+    if not profile.reference_utterances:
+        return rows
+    steps, setups, batch = speech_timers(profile)
+    timers = [Timer(f"{name}|train step", step) for name, step in steps.items()]
+    for timer in timers:
+        timer.warm_up(profile.warmup, profile.min_time)
+    interleave(timers, profile.repeats)
+    for timer in timers:
+        rows.append(_row(timer, "speech", setups, threads, batch, "utterances"))
+        log(rows[-1])
+    return rows
+
+
+def _row(timer, domain, setups, threads, items, unit) -> dict:
+    implementation, stage = timer.name.split("|")
+    summary = timer.summary()
+    return {
+        "domain": domain,
+        "implementation": implementation,
+        "stage": stage,
+        "setup": setups[implementation],
+        "threads": threads,
+        "items": items,
+        "unit": unit,
+        "items_per_s": items / summary["median_s"],
+        "timing": summary,
+    }
+
+
+def video_rows(profile, threads, log) -> list[dict]:
     rng = np.random.default_rng(profile.seed)
     clips = synthetic_clips(profile.reference_clips, profile.seed)
     labels = rng.integers(0, CLASSES, FIT_BATCH)
@@ -197,21 +358,8 @@ def run(profile, threads, log) -> list[dict]:
     }
     rows = []
     for timer in timers:
-        implementation, stage = timer.name.split("|")
-        clips_per_step = len(clips) if stage == "features" else FIT_BATCH
-        summary = timer.summary()
-        rows.append(
-            {
-                "domain": "video",
-                "implementation": implementation,
-                "stage": stage,
-                "setup": shapes[implementation],
-                "threads": threads,
-                "clips": clips_per_step,
-                "clips_per_s": clips_per_step / summary["median_s"],
-                "timing": summary,
-            }
-        )
+        items = len(clips) if timer.name.endswith("features") else FIT_BATCH
+        rows.append(_row(timer, "video", shapes, threads, items, "clips"))
         log(rows[-1])
     return rows
 
@@ -220,8 +368,8 @@ def _print_row(row):
     timing = row["timing"]
     print(
         f"  {row['implementation']:17} {row['stage']:10} t{row['threads'] or 'all'}  "
-        f"{row['clips_per_s']:8.2f} clips/s  ({timing['cpu_median_s'] * 1e3:.1f} ms CPU per "
-        f"{row['clips']} clips)",
+        f"{row['items_per_s']:8.2f} {row['unit']}/s  ({timing['cpu_median_s'] * 1e3:.1f} ms "
+        f"CPU per {row['items']} {row['unit']})",
         flush=True,
     )
 

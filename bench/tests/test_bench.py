@@ -161,7 +161,8 @@ def test_reference_video_model_is_the_keras_io_example_and_its_table_renders():
             "implementation": name,
             "setup": "s",
             "threads": 1,
-            "clips": clips,
+            "items": clips,
+            "unit": "clips",
             "timing": timing,
         }
         for name, clips in (("keras.io CNN-RNN", 2), ("rnnsuite", 20))
