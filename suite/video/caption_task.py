@@ -30,8 +30,7 @@ from suite.video.caption_data import (
 )
 from suite.video.captioning import VideoCaptioner
 from suite.video.captions import ACTION_WORDS, names_action
-from suite.video.features import prepare_frames
-from suite.video.pipeline import clip_features, load_labels, save_labels
+from suite.video.pipeline import clip_features, load_labels, prepare_batch, save_labels
 from suite.video.task import PRESETS as ACTION_PRESETS
 from suite.video.task import (
     ActionDataConfig,
@@ -257,15 +256,7 @@ class CaptionTask(Task):
         max_length = config.data.max_length + 1
 
         def describe(frames, length):
-            picked, valid = prepare_frames(
-                frames,
-                length,
-                spec.num_frames,
-                spec.size,
-                spec.sampling,
-                spec.stride,
-                spec.modality,
-            )
+            picked, valid = prepare_batch(frames, length, spec)
             features = encoder(picked, training=False)
             tokens = model.generate(features, valid, d.beam_width, d.length_penalty, max_length)
             return {"caption": vocab.decode(tokens)}

@@ -348,21 +348,20 @@ def load_labels(run_dir: Path) -> list[str]:
 
 
 # -- prepared frames --------------------------------------------------------------------
+def prepare_batch(frames, length, spec: FramesSpec):
+    """`features.prepare_frames` with `spec`'s settings: graph code for pipeline and export."""
+    return prepare_frames(
+        frames, length, spec.num_frames, spec.size, spec.sampling, spec.stride, spec.modality
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def _clip_preparer(spec: FramesSpec):
     @tf.function(
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], reduce_retracing=True
     )
     def prepare(frames):
-        picked, valid = prepare_frames(
-            frames[None],
-            tf.shape(frames)[:1],
-            spec.num_frames,
-            spec.size,
-            spec.sampling,
-            spec.stride,
-            spec.modality,
-        )
+        picked, valid = prepare_batch(frames[None], tf.shape(frames)[:1], spec)
         return picked[0], valid[0]
 
     return prepare
