@@ -39,6 +39,19 @@ end subsampling time by 3, 2 BiGRU of 160). One stage, `train step` (utterances/
 16 kHz waveforms in: the example's STFT pipeline is timed with its step); `full` and
 `smoke` profiles only (`Profile.reference_utterances`).
 
+Translation: tensorflow.org "Neural machine translation with attention" (2023), as
+written: `tf_lower_and_split_punct` + `TextVectorization(max_tokens=5000, ragged=True)`
+per language; encoder = Embedding(units, mask_zero) + Bidirectional(GRU(units),
+merge_mode="sum"); decoder = Embedding + GRU + `CrossAttention` (one-head
+MultiHeadAttention, Add, LayerNormalization) + Dense(vocabulary); `masked_loss`,
+Adam, batch 64, `UNITS = 256`. Against the translation `small` preset (SentencePiece
+subwords, `Translator`: BiGRU encoder, attentive GRU decoder, XLA as the preset sets
+it). Both train on the same 64 sentence pairs (synthetic words, so no corpus is needed;
+each side tokenizes them its own way, once, outside the timed step). Adapted: `fit`
+over a dataset becomes `train_on_batch` on one batch (the same step), and Keras 3 needs
+neither the tutorial's `_keras_mask` deletion nor its `tf.keras` spelling. One stage, `train step`
+(sentence pairs/s).
+
     python -m bench.reference --profile quick --threads 1 --out FILE
 """
 
@@ -289,18 +302,234 @@ def speech_timers(profile):
     return steps, setups, batch
 
 
-def run(profile, threads, log) -> list[dict]:
-    rows = video_rows(profile, threads, log)
-    if not profile.reference_utterances:
-        return rows
-    steps, setups, batch = speech_timers(profile)
+# -- the tensorflow.org NMT tutorial ---------------------------------------------------------
+UNITS, MAX_VOCAB_SIZE, NMT_BATCH = 256, 5000, 64
+
+
+def tf_lower_and_split_punct(text):
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    # Split accented characters.
+    text = tf_text.normalize_utf8(text, "NFKD")
+    text = tf.strings.lower(text)
+    # Keep space, a to z, and select punctuation.
+    text = tf.strings.regex_replace(text, "[^ a-z.?!,¿]", "")
+    # Add spaces around punctuation.
+    text = tf.strings.regex_replace(text, "[.?!,¿]", r" \0 ")
+    # Strip whitespace.
+    text = tf.strings.strip(text)
+    text = tf.strings.join(["[START]", text, "[END]"], separator=" ")
+    return text
+
+
+def build_nmt_tutorial(context_text_processor, target_text_processor, units=UNITS):
+    import keras
+    import tensorflow as tf
+
+    class Encoder(keras.layers.Layer):
+        def __init__(self, text_processor, units):
+            super().__init__()
+            self.text_processor = text_processor
+            self.vocab_size = text_processor.vocabulary_size()
+            self.units = units
+            self.embedding = keras.layers.Embedding(self.vocab_size, units, mask_zero=True)
+            self.rnn = keras.layers.Bidirectional(
+                merge_mode="sum",
+                layer=keras.layers.GRU(
+                    units, return_sequences=True, recurrent_initializer="glorot_uniform"
+                ),
+            )
+
+        def call(self, x):
+            x = self.embedding(x)
+            x = self.rnn(x)
+            return x
+
+    class CrossAttention(keras.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__()
+            self.mha = keras.layers.MultiHeadAttention(key_dim=units, num_heads=1, **kwargs)
+            self.layernorm = keras.layers.LayerNormalization()
+            self.add = keras.layers.Add()
+
+        def call(self, x, context):
+            attn_output, attn_scores = self.mha(
+                query=x, value=context, return_attention_scores=True
+            )
+            attn_scores = tf.reduce_mean(attn_scores, axis=1)
+            self.last_attention_weights = attn_scores
+            x = self.add([x, attn_output])
+            x = self.layernorm(x)
+            return x
+
+    class Decoder(keras.layers.Layer):
+        def __init__(self, text_processor, units):
+            super().__init__()
+            self.text_processor = text_processor
+            self.vocab_size = text_processor.vocabulary_size()
+            self.units = units
+            self.embedding = keras.layers.Embedding(self.vocab_size, units, mask_zero=True)
+            self.rnn = keras.layers.GRU(
+                units,
+                return_sequences=True,
+                return_state=True,
+                recurrent_initializer="glorot_uniform",
+            )
+            self.attention = CrossAttention(units)
+            self.output_layer = keras.layers.Dense(self.vocab_size)
+
+        def call(self, context, x, state=None, return_state=False):
+            x = self.embedding(x)
+            x, state = self.rnn(x, initial_state=state)
+            x = self.attention(x, context)
+            self.last_attention_weights = self.attention.last_attention_weights
+            logits = self.output_layer(x)
+            if return_state:
+                return logits, state
+            return logits
+
+    class Translator(keras.Model):
+        def __init__(self, units, context_text_processor, target_text_processor):
+            super().__init__()
+            self.encoder = Encoder(context_text_processor, units)
+            self.decoder = Decoder(target_text_processor, units)
+
+        def call(self, inputs):
+            context, x = inputs
+            context = self.encoder(context)
+            logits = self.decoder(context, x)
+            return logits
+
+    def masked_loss(y_true, y_pred):
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+        loss = loss_fn(y_true, y_pred)
+        mask = tf.cast(y_true != 0, loss.dtype)
+        loss *= mask
+        return tf.reduce_sum(loss) / tf.reduce_sum(mask)
+
+    def masked_acc(y_true, y_pred):
+        y_pred = tf.argmax(y_pred, axis=-1)
+        y_pred = tf.cast(y_pred, y_true.dtype)
+        match = tf.cast(y_true == y_pred, tf.float32)
+        mask = tf.cast(y_true != 0, tf.float32)
+        return tf.reduce_sum(match) / tf.reduce_sum(mask)
+
+    model = Translator(units, context_text_processor, target_text_processor)
+    model.compile(optimizer="adam", loss=masked_loss, metrics=[masked_acc, masked_loss])
+    return model
+
+
+def synthetic_pairs(count, seed):
+    """`count` (English-like, Spanish-like) sentence pairs of 12–30 pseudo-words."""
+    rng = np.random.default_rng(seed)
+    syllables = "la le lo ma me mo sa se so ta te to na ne no ra re ro da de do".split()
+
+    def vocabulary(size):
+        return ["".join(rng.choice(syllables, rng.integers(1, 4))) for _ in range(size)]
+
+    source_words, target_words = vocabulary(3000), vocabulary(3000)
+    pairs = []
+    for _ in range(count):
+        length = int(rng.integers(12, 31))
+        source = " ".join(rng.choice(source_words, length)) + "."
+        target = " ".join(rng.choice(target_words, length + int(rng.integers(0, 4)))) + "."
+        pairs.append((source, target))
+    return pairs
+
+
+def translation_timers(profile):
+    """Each side's training step on the same sentence pairs, tokenized its own way."""
+    import keras
+    import tensorflow as tf
+
+    from shared import config as config_lib
+    from shared.losses import SequenceCrossentropy, token_accuracy
+    from suite.nlp.corpus import Pair
+    from suite.nlp.pipeline import encode_pairs
+    from suite.nlp.task import TranslationConfig, TranslationTask
+    from suite.nlp.tokenizer import build_tokenizers
+    from suite.nlp.translation import Translator
+
+    pairs = synthetic_pairs(2000, profile.seed)
+    batch = pairs[:NMT_BATCH]
+
+    processors = []
+    for side in (0, 1):
+        processor = keras.layers.TextVectorization(
+            standardize=tf_lower_and_split_punct, max_tokens=MAX_VOCAB_SIZE, ragged=True
+        )
+        processor.adapt(tf.constant([pair[side] for pair in pairs]))
+        processors.append(processor)
+    context = processors[0](tf.constant([p[0] for p in batch])).to_tensor()
+    target = processors[1](tf.constant([p[1] for p in batch]))
+    targ_in, targ_out = target[:, :-1].to_tensor(), target[:, 1:].to_tensor()
+    tutorial = build_nmt_tutorial(*processors)
+
+    config = config_lib.resolve(TranslationConfig, TranslationTask.presets, "small")
+    m, d = config.model, config.data
+    objects = [Pair(source, target) for source, target in pairs]
+    source_vocab, target_vocab = build_tokenizers(objects, "subword", d.max_vocab)
+    sources, targets, _ = encode_pairs(objects[:NMT_BATCH], source_vocab, target_vocab)
+
+    def padded(rows):
+        out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
+        for index, row in enumerate(rows):
+            out[index, : len(row)] = row
+        return out
+
+    source_ids, target_ids = padded(sources), padded(targets)
+    ours = Translator(
+        source_vocab.size,
+        target_vocab.size,
+        embedding_dim=m.embedding_dim,
+        cell=m.cell,
+        units=m.units,
+        encoder_layers=m.encoder_layers,
+        decoder_layers=m.decoder_layers,
+        attention=m.attention,
+        dropout=m.dropout,
+        residual=m.residual,
+        layer_norm=m.layer_norm,
+    ).build_for()
+    ours.compile(
+        keras.optimizers.Adam(config.train.learning_rate),
+        loss=SequenceCrossentropy(m.label_smoothing),
+        metrics=[token_accuracy],
+        jit_compile=config.train.jit_compile,
+    )
+    setups = {
+        "tensorflow.org NMT": f"words, BiGRU {UNITS} + GRU {UNITS}, 1-head attention",
+        "rnnsuite": f"subwords, BiGRU {m.units} + GRU {m.units}, {m.attention}"
+        + (", XLA" if config.train.jit_compile else ""),
+    }
+    steps = {
+        "tensorflow.org NMT": lambda: tutorial.train_on_batch((context, targ_in), targ_out),
+        "rnnsuite": lambda: ours.train_on_batch(
+            (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+        ),
+    }
+    return steps, setups, NMT_BATCH
+
+
+def _timed_rows(profile, threads, log, domain, timers_of, unit) -> list[dict]:
+    steps, setups, batch = timers_of(profile)
     timers = [Timer(f"{name}|train step", step) for name, step in steps.items()]
     for timer in timers:
         timer.warm_up(profile.warmup, profile.min_time)
     interleave(timers, profile.repeats)
+    rows = []
     for timer in timers:
-        rows.append(_row(timer, "speech", setups, threads, batch, "utterances"))
+        rows.append(_row(timer, domain, setups, threads, batch, unit))
         log(rows[-1])
+    return rows
+
+
+def run(profile, threads, log) -> list[dict]:
+    rows = video_rows(profile, threads, log)
+    rows += _timed_rows(profile, threads, log, "translation", translation_timers, "pairs")
+    if profile.reference_utterances:
+        rows += _timed_rows(profile, threads, log, "speech", speech_timers, "utterances")
     return rows
 
 

@@ -34,11 +34,6 @@ VARIANTS = [
 
 NOT_MEASURED = [
     (
-        "End-to-end training throughput vs tensorflow.org “Neural machine translation with "
-        "attention”, same data",
-        "not measured yet",
-    ),
-    (
         "Quality of each `small` preset under a fixed time budget: WER/CER, top-1, "
         "BLEU-4/CIDEr, BLEU/chrF with apertium beside it",
         "not measured yet",
