@@ -18,15 +18,12 @@ batch-1 calls over the same utterances).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
 import numpy as np
 
 from bench import machine
-from bench.profiles import PROFILES
 from bench.timing import Timer, interleave
 
 RATE = 16000
@@ -125,38 +122,13 @@ def run(profile, threads, log) -> list[dict]:
     return rows
 
 
-def _print_row(row):
-    timing = row["timing"]
-    print(
-        f"  {row['implementation']:9} {row['mode']:10} t{row['threads'] or 'all'}  "
-        f"{timing['cpu_median_s'] * 1e3:8.1f} ms CPU  {timing['median_s'] * 1e3:8.1f} ms wall "
-        f"per {row['utterances']} utterances",
-        flush=True,
-    )
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="0: every usable core; N also caps numpy's BLAS (set by bench.run's environment)",
+    return machine.section_main(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        threads_help="0: every usable core; N also caps numpy's BLAS (set by bench.run's environment)",
     )
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    import tensorflow as tf
-
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    before = machine.load_average()
-    rows = run(PROFILES[args.profile], args.threads, _print_row)
-    result = {"rows": rows, "load_start": before, "load_end": machine.load_average()}
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=1)
-    return 0
 
 
 if __name__ == "__main__":

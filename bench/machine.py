@@ -194,3 +194,43 @@ def describe(info: dict) -> str:
         f"{', ' + info['hypervisor'] + ' VM' if info.get('hypervisor') else ''}; "
         f"{' '.join(info['simd'])}), {shown}"
     )
+
+
+def section_main(description: str, run, argv=None, threads_help="0: every usable core") -> int:
+    """`python -m bench.X --profile P --threads N --out FILE` for a section's `run`.
+
+    Pins TensorFlow's thread pools to `--threads` (0 leaves them alone), calls
+    `run(profile, threads, log)` and writes its rows with the load average around them.
+    """
+    import argparse
+    import json
+
+    from bench.profiles import PROFILES
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--threads", type=int, default=0, help=threads_help)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    before = load_average()
+    rows = run(PROFILES[args.profile], args.threads, _print_row)
+    result = {"rows": rows, "load_start": before, "load_end": load_average()}
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=1)
+    return 0
+
+
+def _print_row(row) -> None:
+    """One progress line per timed contender."""
+    timing = row["timing"]
+    label = " ".join(str(row[key]) for key in ("implementation", "mode", "stage") if key in row)
+    print(
+        f"  {label:30} t{row['threads'] or 'all'}  {timing['cpu_median_s'] * 1e3:9.1f} ms CPU"
+        f"  {timing['median_s'] * 1e3:9.1f} ms wall per step",
+        flush=True,
+    )

@@ -57,15 +57,15 @@ neither the tutorial's `_keras_mask` deletion nor its `tf.keras` spelling. One s
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from bench import machine
-from bench.profiles import PROFILES
 from bench.timing import Timer, interleave
 
 CLASSES = 15
@@ -148,20 +148,45 @@ def get_sequence_model(classes=CLASSES):
     return rnn_model
 
 
-# -- rnnsuite's action task ------------------------------------------------------------------
-def rnnsuite_video():
-    """(features of a clip batch, a compiled `ActionClassifier`) as the `small` preset has them."""
+# -- rnnsuite's tasks ---------------------------------------------------------------------------
+def small_config(task):
+    from shared import config as config_lib
+
+    return config_lib.resolve(task.config_class, task.presets, "small")
+
+
+def compiled_model(task, config, run_dir):
+    """The task's model, built from `run_dir` and compiled as the training loop compiles it."""
     import keras
+
+    model = task.build_model(config, run_dir)
+    model.compile(
+        keras.optimizers.Adam(config.train.learning_rate),
+        jit_compile=config.train.jit_compile,
+        **task.compile_args(config),
+    )
+    return model
+
+
+def rnnsuite_video(run_dir):
+    """(features of a clip batch, the compiled `small` action model, its frames spec)."""
+
     import tensorflow as tf
 
-    from suite.video import ActionClassifier
     from suite.video.features import build_frame_encoder
-    from suite.video.pipeline import prepare_batch
-    from suite.video.task import ActionConfig, frames_spec
+    from suite.video.pipeline import prepare_batch, save_labels
+    from suite.video.task import CNN_INFO, CNN_WEIGHTS, ActionTask, frames_spec
 
-    config = ActionConfig()
-    spec, m = frames_spec(config), config.model
+    task = ActionTask()
+    save_labels(run_dir, [f"action_{number}" for number in range(CLASSES)])
+    config = small_config(task)
+    spec = frames_spec(config)
     encoder = build_frame_encoder(config.frames.cnn, spec.size)
+    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
+    (run_dir / CNN_INFO).write_text(
+        json.dumps({"architecture": encoder.architecture, "size": encoder.size})
+    )
+    model = compiled_model(task, config, run_dir)
 
     @tf.function(reduce_retracing=True)
     def features(clips):
@@ -169,19 +194,6 @@ def rnnsuite_video():
         picked, valid = prepare_batch(clips, length, spec)
         return encoder(picked, training=False), valid
 
-    model = ActionClassifier(
-        CLASSES,
-        cell=m.cell,
-        units=m.units,
-        num_layers=m.num_layers,
-        bidirectional=m.bidirectional,
-        dropout=m.dropout,
-        input_dropout=m.input_dropout,
-    ).build_for(feature_dim=encoder.feature_dim)
-    model.compile(
-        keras.optimizers.Adam(config.train.learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(),
-    )
     return lambda clips: [t.numpy() for t in features(tf.constant(clips))], model, spec
 
 
@@ -256,16 +268,12 @@ def build_asr_model(input_dim, output_dim, rnn_layers=5, rnn_units=128):
     return model
 
 
-def speech_timers(profile):
+def speech_timers(profile, run_dir):
     """(name, step) pairs: each side's training step on the same waveforms and labels."""
-    import keras
     import tensorflow as tf
 
     from bench.features import synthetic_utterances
-    from shared import config as config_lib
-    from shared.ctc import num_ctc_classes
-    from suite.speech.model import SpeechRecognizer
-    from suite.speech.task import SpeechConfig, SpeechTask, speech_vocabulary
+    from suite.speech.task import SpeechTask, speech_vocabulary
 
     batch = profile.reference_utterances
     waves = synthetic_utterances(batch, profile.reference_seconds, profile.seed)
@@ -276,20 +284,10 @@ def speech_timers(profile):
     reference = build_asr_model(fft_length // 2 + 1, vocab.size, rnn_units=512)
     features = tf.function(lambda audio: tf.map_fn(encode_single_sample, audio))
 
-    config = config_lib.resolve(SpeechConfig, SpeechTask.presets, "small")
+    task = SpeechTask()
+    config = small_config(task)
     m = config.model
-    ours = SpeechRecognizer(
-        num_ctc_classes(vocab.size),
-        conv_filters=m.conv_filters,
-        time_stride=m.time_stride,
-        cell=m.cell,
-        units=m.units,
-        num_layers=m.num_layers,
-        dropout=m.dropout,
-        residual=m.residual,
-        layer_norm=m.layer_norm,
-    ).build_for()
-    ours.compile(keras.optimizers.Adam(config.train.learning_rate))
+    ours = compiled_model(task, config, run_dir)
     inputs = {"waveform": waves, "length": np.full(batch, waves.shape[1], np.int32)}
     setups = {
         "keras.io CTC ASR": "STFT 193 bins, 2 conv + 5×BiGRU 512",
@@ -438,18 +436,15 @@ def synthetic_pairs(count, seed):
     return pairs
 
 
-def translation_timers(profile):
+def translation_timers(profile, run_dir):
     """Each side's training step on the same sentence pairs, tokenized its own way."""
     import keras
     import tensorflow as tf
 
-    from shared import config as config_lib
-    from shared.losses import SequenceCrossentropy, token_accuracy
     from suite.nlp.corpus import Pair
     from suite.nlp.pipeline import encode_pairs
-    from suite.nlp.task import TranslationConfig, TranslationTask
-    from suite.nlp.tokenizer import build_tokenizers
-    from suite.nlp.translation import Translator
+    from suite.nlp.task import TranslationTask
+    from suite.nlp.tokenizer import load_or_build_tokenizers
 
     pairs = synthetic_pairs(2000, profile.seed)
     batch = pairs[:NMT_BATCH]
@@ -466,10 +461,13 @@ def translation_timers(profile):
     targ_in, targ_out = target[:, :-1].to_tensor(), target[:, 1:].to_tensor()
     tutorial = build_nmt_tutorial(*processors)
 
-    config = config_lib.resolve(TranslationConfig, TranslationTask.presets, "small")
+    task = TranslationTask()
+    config = small_config(task)
     m, d = config.model, config.data
     objects = [Pair(source, target) for source, target in pairs]
-    source_vocab, target_vocab = build_tokenizers(objects, "subword", d.max_vocab)
+    source_vocab, target_vocab = load_or_build_tokenizers(
+        run_dir, objects, config.tokenizer, d.max_vocab, d.lowercase
+    )
     sources, targets, _ = encode_pairs(objects[:NMT_BATCH], source_vocab, target_vocab)
 
     def padded(rows):
@@ -479,25 +477,7 @@ def translation_timers(profile):
         return out
 
     source_ids, target_ids = padded(sources), padded(targets)
-    ours = Translator(
-        source_vocab.size,
-        target_vocab.size,
-        embedding_dim=m.embedding_dim,
-        cell=m.cell,
-        units=m.units,
-        encoder_layers=m.encoder_layers,
-        decoder_layers=m.decoder_layers,
-        attention=m.attention,
-        dropout=m.dropout,
-        residual=m.residual,
-        layer_norm=m.layer_norm,
-    ).build_for()
-    ours.compile(
-        keras.optimizers.Adam(config.train.learning_rate),
-        loss=SequenceCrossentropy(m.label_smoothing),
-        metrics=[token_accuracy],
-        jit_compile=config.train.jit_compile,
-    )
+    ours = compiled_model(task, config, run_dir)
     setups = {
         "tensorflow.org NMT": f"words, BiGRU {UNITS} + GRU {UNITS}, 1-head attention",
         "rnnsuite": f"subwords, BiGRU {m.units} + GRU {m.units}, {m.attention}"
@@ -512,8 +492,9 @@ def translation_timers(profile):
     return steps, setups, NMT_BATCH
 
 
-def _timed_rows(profile, threads, log, domain, timers_of, unit) -> list[dict]:
-    steps, setups, batch = timers_of(profile)
+def _timed_rows(profile, threads, log, domain, timers_of, unit, run_dir) -> list[dict]:
+    run_dir.mkdir(parents=True)
+    steps, setups, batch = timers_of(profile, run_dir)
     timers = [Timer(f"{name}|train step", step) for name, step in steps.items()]
     for timer in timers:
         timer.warm_up(profile.warmup, profile.min_time)
@@ -526,10 +507,18 @@ def _timed_rows(profile, threads, log, domain, timers_of, unit) -> list[dict]:
 
 
 def run(profile, threads, log) -> list[dict]:
-    rows = video_rows(profile, threads, log)
-    rows += _timed_rows(profile, threads, log, "translation", translation_timers, "pairs")
-    if profile.reference_utterances:
-        rows += _timed_rows(profile, threads, log, "speech", speech_timers, "utterances")
+    # The tasks build their models from run dirs (labels, vocabularies, frame CNN).
+    with tempfile.TemporaryDirectory(prefix="rnnsuite-reference-") as scratch:
+        root = Path(scratch)
+        (root / "video").mkdir()
+        rows = video_rows(profile, threads, log, root / "video")
+        rows += _timed_rows(
+            profile, threads, log, "translation", translation_timers, "pairs", root / "nmt"
+        )
+        if profile.reference_utterances:
+            rows += _timed_rows(
+                profile, threads, log, "speech", speech_timers, "utterances", root / "asr"
+            )
     return rows
 
 
@@ -549,7 +538,7 @@ def _row(timer, domain, setups, threads, items, unit) -> dict:
     }
 
 
-def video_rows(profile, threads, log) -> list[dict]:
+def video_rows(profile, threads, log, run_dir) -> list[dict]:
     rng = np.random.default_rng(profile.seed)
     clips = synthetic_clips(profile.reference_clips, profile.seed)
     labels = rng.integers(0, CLASSES, FIT_BATCH)
@@ -559,7 +548,7 @@ def video_rows(profile, threads, log) -> list[dict]:
     ref_features = np.zeros((FIT_BATCH, MAX_SEQ_LENGTH, NUM_FEATURES), "float32")
     ref_mask = np.ones((FIT_BATCH, MAX_SEQ_LENGTH), "bool")
 
-    our_features_fn, our_model, spec = rnnsuite_video()
+    our_features_fn, our_model, spec = rnnsuite_video(run_dir)
     features, valid = our_features_fn(clips)
     our_features = np.resize(features, (FIT_BATCH, *features.shape[1:]))
     our_valid = np.resize(valid, FIT_BATCH)
@@ -593,33 +582,8 @@ def video_rows(profile, threads, log) -> list[dict]:
     return rows
 
 
-def _print_row(row):
-    timing = row["timing"]
-    print(
-        f"  {row['implementation']:17} {row['stage']:10} t{row['threads'] or 'all'}  "
-        f"{row['items_per_s']:8.2f} {row['unit']}/s  ({timing['cpu_median_s'] * 1e3:.1f} ms "
-        f"CPU per {row['items']} {row['unit']})",
-        flush=True,
-    )
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--threads", type=int, default=1, help="0: every usable core")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    import tensorflow as tf
-
-    if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    before = machine.load_average()
-    rows = run(PROFILES[args.profile], args.threads, _print_row)
-    result = {"rows": rows, "load_start": before, "load_end": machine.load_average()}
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=1)
-    return 0
+    return machine.section_main(__doc__.splitlines()[0], run, argv)
 
 
 if __name__ == "__main__":
