@@ -157,11 +157,11 @@ def small_config(task):
 
 def compiled_model(task, config, run_dir):
     """The task's model, built from `run_dir` and compiled as the training loop compiles it."""
-    import keras
+    from shared.training import make_optimizer
 
     model = task.build_model(config, run_dir)
     model.compile(
-        keras.optimizers.Adam(config.train.learning_rate),
+        optimizer=make_optimizer(config.train, total_steps=1000),
         jit_compile=config.train.jit_compile,
         **task.compile_args(config),
     )
@@ -170,7 +170,6 @@ def compiled_model(task, config, run_dir):
 
 def rnnsuite_video(run_dir):
     """(features of a clip batch, the compiled `small` action model, its frames spec)."""
-
     import tensorflow as tf
 
     from suite.video.features import build_frame_encoder
