@@ -57,7 +57,6 @@ neither the tutorial's `_keras_mask` deletion nor its `tf.keras` spelling. One s
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -174,17 +173,14 @@ def rnnsuite_video(run_dir):
 
     from suite.video.features import build_frame_encoder
     from suite.video.pipeline import prepare_batch, save_labels
-    from suite.video.task import CNN_INFO, CNN_WEIGHTS, ActionTask, frames_spec
+    from suite.video.task import ActionTask, frames_spec, save_frame_encoder
 
     task = ActionTask()
     save_labels(run_dir, [f"action_{number}" for number in range(CLASSES)])
     config = small_config(task)
     spec = frames_spec(config)
     encoder = build_frame_encoder(config.frames.cnn, spec.size)
-    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
-    (run_dir / CNN_INFO).write_text(
-        json.dumps({"architecture": encoder.architecture, "size": encoder.size})
-    )
+    save_frame_encoder(run_dir, encoder, weights="random (not trained)")
     model = compiled_model(task, config, run_dir)
 
     @tf.function(reduce_retracing=True)
@@ -267,8 +263,8 @@ def build_asr_model(input_dim, output_dim, rnn_layers=5, rnn_units=128):
     return model
 
 
-def speech_timers(profile, run_dir):
-    """(name, step) pairs: each side's training step on the same waveforms and labels."""
+def speech_contenders(profile, run_dir):
+    """Each side's training step on the same waveforms and labels."""
     import tensorflow as tf
 
     from bench.features import synthetic_utterances
@@ -292,11 +288,16 @@ def speech_timers(profile, run_dir):
         "keras.io CTC ASR": "STFT 193 bins, 2 conv + 5×BiGRU 512",
         "rnnsuite": f"MFCC 39, conv ÷{m.time_stride} + {m.num_layers}×BiGRU {m.units}",
     }
-    steps = {
-        "keras.io CTC ASR": lambda: reference.train_on_batch(features(waves), labels),
-        "rnnsuite": lambda: ours.train_on_batch(inputs, labels),
-    }
-    return steps, setups, batch
+    contenders = [
+        (
+            "keras.io CTC ASR",
+            "train step",
+            batch,
+            lambda: reference.train_on_batch(features(waves), labels),
+        ),
+        ("rnnsuite", "train step", batch, lambda: ours.train_on_batch(inputs, labels)),
+    ]
+    return contenders, setups
 
 
 # -- the tensorflow.org NMT tutorial ---------------------------------------------------------
@@ -435,7 +436,7 @@ def synthetic_pairs(count, seed):
     return pairs
 
 
-def translation_timers(profile, run_dir):
+def translation_contenders(profile, run_dir):
     """Each side's training step on the same sentence pairs, tokenized its own way."""
     import keras
     import tensorflow as tf
@@ -482,62 +483,25 @@ def translation_timers(profile, run_dir):
         "rnnsuite": f"subwords, BiGRU {m.units} + GRU {m.units}, {m.attention}"
         + (", XLA" if config.train.jit_compile else ""),
     }
-    steps = {
-        "tensorflow.org NMT": lambda: tutorial.train_on_batch((context, targ_in), targ_out),
-        "rnnsuite": lambda: ours.train_on_batch(
-            (source_ids, target_ids[:, :-1]), target_ids[:, 1:]
+    contenders = [
+        (
+            "tensorflow.org NMT",
+            "train step",
+            NMT_BATCH,
+            lambda: tutorial.train_on_batch((context, targ_in), targ_out),
         ),
-    }
-    return steps, setups, NMT_BATCH
+        (
+            "rnnsuite",
+            "train step",
+            NMT_BATCH,
+            lambda: ours.train_on_batch((source_ids, target_ids[:, :-1]), target_ids[:, 1:]),
+        ),
+    ]
+    return contenders, setups
 
 
-def _timed_rows(profile, threads, log, domain, timers_of, unit, run_dir) -> list[dict]:
-    run_dir.mkdir(parents=True)
-    steps, setups, batch = timers_of(profile, run_dir)
-    timers = [Timer(f"{name}|train step", step) for name, step in steps.items()]
-    for timer in timers:
-        timer.warm_up(profile.warmup, profile.min_time)
-    interleave(timers, profile.repeats)
-    rows = []
-    for timer in timers:
-        rows.append(_row(timer, domain, setups, threads, batch, unit))
-        log(rows[-1])
-    return rows
-
-
-def run(profile, threads, log) -> list[dict]:
-    # The tasks build their models from run dirs (labels, vocabularies, frame CNN).
-    with tempfile.TemporaryDirectory(prefix="rnnsuite-reference-") as scratch:
-        root = Path(scratch)
-        (root / "video").mkdir()
-        rows = video_rows(profile, threads, log, root / "video")
-        rows += _timed_rows(
-            profile, threads, log, "translation", translation_timers, "pairs", root / "nmt"
-        )
-        if profile.reference_utterances:
-            rows += _timed_rows(
-                profile, threads, log, "speech", speech_timers, "utterances", root / "asr"
-            )
-    return rows
-
-
-def _row(timer, domain, setups, threads, items, unit) -> dict:
-    implementation, stage = timer.name.split("|")
-    summary = timer.summary()
-    return {
-        "domain": domain,
-        "implementation": implementation,
-        "stage": stage,
-        "setup": setups[implementation],
-        "threads": threads,
-        "items": items,
-        "unit": unit,
-        "items_per_s": items / summary["median_s"],
-        "timing": summary,
-    }
-
-
-def video_rows(profile, threads, log, run_dir) -> list[dict]:
+def video_contenders(profile, run_dir):
+    """Each side's feature extraction on the same clips, and its sequence model's step."""
     rng = np.random.default_rng(profile.seed)
     clips = synthetic_clips(profile.reference_clips, profile.seed)
     labels = rng.integers(0, CLASSES, FIT_BATCH)
@@ -552,32 +516,68 @@ def video_rows(profile, threads, log, run_dir) -> list[dict]:
     our_features = np.resize(features, (FIT_BATCH, *features.shape[1:]))
     our_valid = np.resize(valid, FIT_BATCH)
 
-    timers = [
-        Timer(
-            "keras.io CNN-RNN|features", lambda: [reference_features(extractor, c) for c in clips]
-        ),
-        Timer("rnnsuite|features", lambda: our_features_fn(clips)),
-        Timer(
-            "keras.io CNN-RNN|train step",
+    reference, ours, count = "keras.io CNN-RNN", "rnnsuite", len(clips)
+    contenders = [
+        (reference, "features", count, lambda: [reference_features(extractor, c) for c in clips]),
+        (ours, "features", count, lambda: our_features_fn(clips)),
+        (
+            reference,
+            "train step",
+            FIT_BATCH,
             lambda: sequence_model.train_on_batch([ref_features, ref_mask], labels),
         ),
-        Timer(
-            "rnnsuite|train step",
+        (
+            ours,
+            "train step",
+            FIT_BATCH,
             lambda: our_model.train_on_batch((our_features, our_valid), labels),
         ),
     ]
-    for timer in timers:
-        timer.warm_up(profile.warmup, profile.min_time)
-    interleave(timers, profile.repeats)
-    shapes = {
-        "keras.io CNN-RNN": f"{MAX_SEQ_LENGTH} frames × {IMG_SIZE} px, InceptionV3, GRU 16→8",
-        "rnnsuite": f"{spec.num_frames} frames × {spec.size} px {spec.modality}, convnet, GRU 128",
+    setups = {
+        reference: f"{MAX_SEQ_LENGTH} frames × {IMG_SIZE} px, InceptionV3, GRU 16→8",
+        ours: f"{spec.num_frames} frames × {spec.size} px {spec.modality}, convnet, GRU 128",
     }
+    return contenders, setups
+
+
+# domain -> (its contenders, the unit they count)
+DOMAINS = {
+    "video": (video_contenders, "clips"),
+    "translation": (translation_contenders, "pairs"),
+    "speech": (speech_contenders, "utterances"),
+}
+
+
+def run(profile, threads, log) -> list[dict]:
+    domains = [d for d in DOMAINS if d != "speech" or profile.reference_utterances]
     rows = []
-    for timer in timers:
-        items = len(clips) if timer.name.endswith("features") else FIT_BATCH
-        rows.append(_row(timer, "video", shapes, threads, items, "clips"))
-        log(rows[-1])
+    # The tasks build their models from run dirs (labels, vocabularies, frame CNN).
+    with tempfile.TemporaryDirectory(prefix="rnnsuite-reference-") as scratch:
+        for domain in domains:
+            contenders_of, unit = DOMAINS[domain]
+            run_dir = Path(scratch) / domain
+            run_dir.mkdir()
+            contenders, setups = contenders_of(profile, run_dir)
+            timers = [Timer(f"{name}|{stage}", step) for name, stage, _, step in contenders]
+            for timer in timers:
+                timer.warm_up(profile.warmup, profile.min_time)
+            interleave(timers, profile.repeats)
+            for timer, (name, stage, items, _) in zip(timers, contenders, strict=True):
+                summary = timer.summary()
+                rows.append(
+                    {
+                        "domain": domain,
+                        "implementation": name,
+                        "stage": stage,
+                        "setup": setups[name],
+                        "threads": threads,
+                        "items": items,
+                        "unit": unit,
+                        "items_per_s": items / summary["median_s"],
+                        "timing": summary,
+                    }
+                )
+                log(rows[-1])
     return rows
 
 

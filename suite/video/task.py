@@ -164,6 +164,19 @@ def frames_spec(config) -> FramesSpec:
     return FramesSpec(f.num_frames, f.size, f.sampling, f.stride, f.modality)
 
 
+def save_frame_encoder(run_dir: Path, encoder, **info) -> None:
+    """Stores the frame CNN where `load_frame_encoder` finds it, with `info` beside it."""
+    run_dir = Path(run_dir)
+    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
+    info = {
+        "architecture": encoder.architecture,
+        "size": encoder.size,
+        "feature_dim": encoder.feature_dim,
+        **info,
+    }
+    (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+
+
 def load_frame_encoder(run_dir: Path):
     """The run's frame CNN, as `datasets` stored it."""
     run_dir = Path(run_dir)
@@ -224,16 +237,13 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
             seed=config.train.seed,
             verbose=2 if config.train.verbose else 0,
         )
-    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
-    info = {
-        "architecture": f.cnn,
-        "size": f.size,
-        "feature_dim": encoder.feature_dim,
-        "weights": f.weights
+    save_frame_encoder(
+        run_dir,
+        encoder,
+        weights=f.weights
         or ("trained on the training clips" if trained else "random (not trained)"),
-        "training": trained,
-    }
-    (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+        training=trained,
+    )
     return encoder, train_frames
 
 
