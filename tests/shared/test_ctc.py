@@ -236,3 +236,18 @@ def test_small_bigru_learns_toy_alignment_and_both_decoders_recover_labels():
         padded = np.pad(labels, [(0, 0), (0, width - labels.shape[1])])
         exact = np.all(ids == padded, axis=1) & (lengths.numpy() == y_test["label_length"])
         assert exact.mean() >= 0.95, (method, exact.mean())
+
+
+def test_an_utterance_too_short_for_its_label_costs_nothing_and_spares_the_batch():
+    rng = np.random.default_rng(3)
+    logits = tf.constant(rng.normal(size=(2, 4, 4)), tf.float32)
+    labels = tf.constant([[1, 1, 2], [1, 2, 0]])  # "aab" needs 4 frames, "ab" only 2
+    logit_length = tf.constant([3, 4])
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = ctc_loss(labels, logits, tf.constant([3, 2]), logit_length)
+        total = tf.reduce_sum(loss)
+    gradient = tape.gradient(total, logits).numpy()
+    alone = ctc_loss(labels[1:], logits[1:], tf.constant([2]), logit_length[1:])
+    assert loss.numpy()[0] == 0.0 and np.all(gradient[0] == 0.0)
+    np.testing.assert_allclose(loss.numpy()[1], alone.numpy()[0], rtol=1e-6)
