@@ -10,14 +10,17 @@ the CNN features of every clip, so the recurrent model trains on features only. 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from shared.config import TrainConfig
+from shared.config import TrainConfig, data_dir
 from shared.errors import DataError
 from shared.export import export_endpoint, load_endpoint, read_metadata, write_metadata
 from shared.plots import draw_heatmap
@@ -98,6 +101,8 @@ class CnnTrainConfig:
     augment: bool = True
     # With frames.weights set, the CNN stays frozen unless this is true.
     tune_pretrained: bool = False
+    # Reuse a CNN trained before on the same clips with the same settings (any run's).
+    reuse: bool = True
 
 
 @dataclass
@@ -189,11 +194,31 @@ def load_frame_encoder(run_dir: Path):
     return encoder
 
 
+def trained_cnn_dir(config, source, labels) -> Path:
+    """Where a frame CNN trained on `source` with `config` is kept for later runs.
+
+    Keyed by everything that shapes the trained weights (the clips and their labels, the
+    frames, the CNN's training, the seed), so an action run and a caption run on the same
+    clips train the CNN once and cache features from the same weights.
+    """
+    frames = {k: v for k, v in dataclasses.asdict(config.frames).items() if k != "batch_size"}
+    shaping = {
+        "clips": [(c.key, c.label) for s in ("train", "valid") for c in source.clips(s)],
+        "labels": list(labels),
+        "frames": frames,
+        "cnn": {k: v for k, v in dataclasses.asdict(config.cnn).items() if k != "reuse"},
+        "seed": config.train.seed,
+    }
+    digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+    return data_dir() / "video" / "frame_cnn" / digest
+
+
 def run_frame_encoder(config, run_dir, source, labels, spec):
     """The run's frame CNN: loaded from the run dir, or built (and trained) and stored.
 
     The CNN trains on the training clips' labels (TSN) unless `frames.weights` brings
-    pretrained weights; with fewer than two labels there is nothing to train it on.
+    pretrained weights; with fewer than two labels there is nothing to train it on. A CNN
+    trained before on the same clips with the same settings (`trained_cnn_dir`) is reused.
     Returns `(encoder, train_frames or None)`; the frames are kept for fine-tuning.
     """
     run_dir = Path(run_dir)
@@ -215,6 +240,12 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
         )
     trained, train_frames = {}, None
     if c.epochs > 0 and len(labels) > 1 and (not f.weights or c.tune_pretrained):
+        cached = trained_cnn_dir(config, source, labels)
+        if c.reuse and (cached / CNN_INFO).is_file():
+            for name in (CNN_WEIGHTS, CNN_INFO):
+                shutil.copyfile(cached / name, run_dir / name)
+            print(f"frame CNN: trained before on these clips, reused from {cached}")
+            return load_frame_encoder(run_dir), None
         workers = config.data.workers
         train_frames = clip_frames(source, "train", labels, spec, workers, progress)
         valid = source.clips("valid")
@@ -244,6 +275,12 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
         or ("trained on the training clips" if trained else "random (not trained)"),
         training=trained,
     )
+    if trained:  # into a scratch folder first: a killed run leaves no half-written CNN
+        scratch = cached.with_name(cached.name + ".part")
+        scratch.mkdir(parents=True, exist_ok=True)
+        save_frame_encoder(scratch, encoder, weights="trained on the training clips", training=trained)
+        shutil.rmtree(cached, ignore_errors=True)
+        scratch.rename(cached)
     return encoder, train_frames
 
 

@@ -291,3 +291,38 @@ def test_frame_cnn_trains_on_clips_and_recalibrates_batch_norm():
     assert any("kernel" in n for n in changed)  # trained
     assert any("moving_mean" in n for n in changed) and any("moving_variance" in n for n in changed)
     assert all(layer.momentum == 0.9 for layer in encoder.cnn.layers if "bn" in layer.name)
+
+
+def test_a_trained_frame_cnn_is_reused_by_later_runs_on_the_same_clips(tmp_path, data_dir):
+    import suite.video.task as action_task
+    from suite.video.task import load_source, run_frame_encoder
+
+    data = str(toy_folder(tmp_path / "videos"))
+    settings = [*TOY_CLIP_SETTINGS, "cnn.epochs=1", "cnn.batch_size=4", "train.verbose=0"]
+
+    def encoder_for(run_dir, extra=()):
+        config = config_lib.resolve(
+            ActionConfig, ActionTask.presets, "tiny", overrides=[*settings, *extra]
+        )
+        source = load_source(data, config.data, progress=False)
+        run_dir.mkdir()
+        encoder, _ = run_frame_encoder(
+            config, run_dir, source, source.labels, frames_spec(config)
+        )
+        return [np.array(w) for w in encoder.cnn.weights]
+
+    first = encoder_for(tmp_path / "first")
+    trainings = []
+    real_training = action_task.train_frame_encoder
+
+    def counted(*args, **kwargs):
+        trainings.append(1)
+        return real_training(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(action_task, "train_frame_encoder", counted)
+        again = encoder_for(tmp_path / "again")
+        assert trainings == []  # same clips, same settings: reused
+        assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+        encoder_for(tmp_path / "other-seed", ["train.seed=7"])
+        assert trainings == [1]
