@@ -176,7 +176,8 @@ class TranslationTask(Task):
     def translate(self, model, config, source_vocab, target_vocab, texts, batch_size=64):
         """Translates Python strings with the Keras model (the export does the same in-graph)."""
         generate = tf.function(
-            lambda ids: model.generate(ids, config.decode.beam_width, config.decode.length_penalty)
+            lambda ids: model.generate(ids, config.decode.beam_width, config.decode.length_penalty),
+            reduce_retracing=True,  # one trace for every batch shape, not one per shape
         )
         outputs = []
         for start in range(0, len(texts), batch_size):
