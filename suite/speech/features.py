@@ -33,6 +33,9 @@ class SpeechFeatures(keras.layers.Layer):
         num_mel_bins: mel filters.
         num_mfcc: MFCC coefficients kept (kind `mfcc`).
         deltas: append first and second time derivatives (×3 width).
+        utterance_mean: subtract each utterance's own mean of the static features
+            (cepstral mean normalisation), which removes a voice's or a channel's fixed
+            spectral colouring before the stored statistics apply.
         frame_length, frame_step, fft_length: STFT sizes in samples (25 ms / 10 ms at 16 kHz).
         lower_hz, upper_hz: mel filterbank range.
         sample_rate: of the waveform; 16 kHz everywhere in this project.
@@ -53,6 +56,7 @@ class SpeechFeatures(keras.layers.Layer):
         num_mel_bins=40,
         num_mfcc=13,
         deltas=True,
+        utterance_mean=False,
         frame_length=400,
         frame_step=160,
         fft_length=512,
@@ -68,6 +72,7 @@ class SpeechFeatures(keras.layers.Layer):
         self.num_mel_bins = num_mel_bins
         self.num_mfcc = num_mfcc
         self.deltas = deltas
+        self.utterance_mean = utterance_mean
         self.frame_length = frame_length
         self.frame_step = frame_step
         self.fft_length = fft_length
@@ -109,6 +114,10 @@ class SpeechFeatures(keras.layers.Layer):
         if self.kind == "mfcc":
             features = tf.signal.mfccs_from_log_mel_spectrograms(features)[..., : self.num_mfcc]
         frames = self.frames_for(length)
+        if self.utterance_mean:
+            valid = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
+            count = tf.maximum(tf.reduce_sum(valid, axis=1), 1.0)[:, None, None]
+            features -= tf.reduce_sum(features * valid[..., None], axis=1, keepdims=True) / count
         if self.deltas:
             first = _delta(_hold_last(features, frames))
             second = _delta(_hold_last(first, frames))
@@ -150,6 +159,7 @@ class SpeechFeatures(keras.layers.Layer):
             "num_mel_bins": self.num_mel_bins,
             "num_mfcc": self.num_mfcc,
             "deltas": self.deltas,
+            "utterance_mean": self.utterance_mean,
             "frame_length": self.frame_length,
             "frame_step": self.frame_step,
             "fft_length": self.fft_length,

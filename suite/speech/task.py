@@ -49,6 +49,8 @@ class FeatureConfig:
     num_mel_bins: int = 40
     num_mfcc: int = 13
     deltas: bool = True
+    # Per-utterance mean normalisation (CMN) before the stored statistics.
+    utterance_mean: bool = False
 
 
 @dataclass

@@ -87,3 +87,17 @@ def test_short_and_empty_inputs_keep_shapes():
 def test_bad_kind_is_refused():
     with pytest.raises(ValueError, match="Unknown feature kind 'spectrum'"):
         SpeechFeatures("spectrum")
+
+
+@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+def test_utterance_mean_removes_a_fixed_gain_and_ignores_padding(kind):
+    # Broadband, so that no mel bin sits at the log floor (where a gain is not a shift).
+    signal = chirp(0.4) + 0.1 * np.random.default_rng(1).normal(size=6400).astype("float32")
+    padded = np.concatenate([signal, np.random.default_rng(0).normal(size=4000)]).astype("float32")
+    batch = np.stack([padded, np.pad(0.25 * signal, (0, 4000))])
+    length = tf.constant([len(signal)] * 2)
+    features, frames = SpeechFeatures(kind, utterance_mean=True)(batch, length)
+    n = int(frames[0])
+    np.testing.assert_allclose(features[0, :n], features[1, :n], atol=1e-3)
+    plain, _ = SpeechFeatures(kind)(batch, length)
+    assert np.abs(plain[0, :n] - plain[1, :n]).max() > 0.5  # the gain shows without it
