@@ -64,8 +64,9 @@ train-nlp: train-translation
 export-speech export-action export-caption export-translation: export-%:
 	$(RNNSUITE) $* export --run-dir $(RUNS)/$* --out $(EXPORTS)/$*
 
-# Speed side by side with plain Keras, PyTorch (the `bench` extra, skipped when absent) and
-# librosa; writes bench/results/<timestamp>.json + .md and README's benchmark section.
+# Speed side by side with plain Keras, PyTorch (the `bench` extra, skipped when absent),
+# librosa and the published examples, then each small preset's quality under its time
+# budget; writes bench/results/<timestamp>.json + .md and README's benchmark section.
 bench:
 	$(PY) -m bench.run --profile full
 

@@ -70,6 +70,10 @@ class Profile:
     reference_utterances: int = 0
     reference_seconds: float = 3.0
     serve_threads: tuple[int, ...] = (1,)
+    # Quality (bench.quality): the preset every domain trains with under its own time
+    # budget; "" skips the section (hours on 2 cores with `small`).
+    quality_preset: str = ""
+    quality_domains: tuple[str, ...] = ("speech", "action", "caption", "translation")
     batch_sizes: dict = field(default_factory=lambda: {"translation": 32, "speech": 8, "video": 8})
 
 
@@ -109,6 +113,7 @@ PROFILES = {
         video_clips=16,
         reference_clips=2,
         reference_utterances=2,
+        quality_preset="small",
         batch_sizes={"translation": 64, "speech": 16, "video": 16},
     ),
     # Runs every code path of `full` on small shapes in a few minutes: its numbers mean
@@ -134,6 +139,7 @@ PROFILES = {
         reference_clips=1,
         reference_utterances=1,
         reference_seconds=0.5,
+        quality_preset="tiny",
         batch_sizes={"translation": 4, "speech": 2, "video": 2},
     ),
 }

@@ -34,9 +34,9 @@ VARIANTS = [
 
 NOT_MEASURED = [
     (
-        "Quality of each `small` preset under a fixed time budget: WER/CER, top-1, "
+        "Quality of each `small` preset under its time budget: WER/CER, top-1, "
         "BLEU-4/CIDEr, BLEU/chrF with apertium beside it",
-        "not measured yet",
+        "`make bench` (the `full` profile; about two hours on 2 cores)",
     ),
 ]
 
@@ -378,6 +378,78 @@ def reference_table(section: dict) -> list[str]:
     return lines + _failed_runs(section)
 
 
+# How each quality metric reads in the table: label, scale, decimals.
+QUALITY_FORMAT = {
+    "wer": ("WER", 100, 1, "%"),
+    "cer": ("CER", 100, 1, "%"),
+    "wer_telephone": ("telephone WER", 100, 1, "%"),
+    "cer_telephone": ("telephone CER", 100, 1, "%"),
+    "top1": ("top-1", 100, 1, "%"),
+    "top5": ("top-5", 100, 1, "%"),
+    "mean_class_accuracy": ("mean class accuracy", 100, 1, "%"),
+    "bleu4": ("BLEU-4", 1, 1, ""),
+    "cider": ("CIDEr-D", 1, 2, ""),
+    "right_action": ("right action", 100, 1, "%"),
+    "bleu": ("BLEU", 1, 1, ""),
+    "chrf": ("chrF", 1, 1, ""),
+    "apertium_bleu": ("apertium BLEU", 1, 1, ""),
+    "apertium_chrf": ("apertium chrF", 1, 1, ""),
+}
+
+
+def _minutes(value) -> str:
+    return "?" if value is None else f"{value / 60:.1f} min"
+
+
+def quality_table(section: dict) -> list[str]:
+    """Each domain's preset under its time budget: test metrics and times (`bench.quality`)."""
+    body = []
+    for row in section.get("rows", []):
+        scores = []
+        for key, value in row["metrics"].items():
+            label, scale, decimals, unit = QUALITY_FORMAT.get(key, (key, 1, 3, ""))
+            scores.append(f"{label} {value * scale:.{decimals}f}{unit}")
+        budget = row.get("budget_minutes")
+        body.append(
+            [
+                row["domain"],
+                row["preset"],
+                f"{budget:g} min" if budget else "none",
+                str(row.get("epochs", "?")),
+                _minutes(row.get("fit_seconds")),
+                _minutes(row["train_seconds"] + row["evaluate_seconds"]),
+                row.get("frame_cnn") or "–",
+                "; ".join(scores),
+            ]
+        )
+    lines = []
+    if body:
+        lines += [
+            "",
+            "`rnnsuite TASK train --preset P` then `evaluate`, on every core, on the embedded "
+            "corpus's test split (unseen voices, camera views, verses). `fit`: the training "
+            "epochs alone; `train + evaluate`: wall time of both commands, frame CNN "
+            "training and feature caching included; the corpus was generated beforehand by "
+            "`prepare`. `frame CNN`: trained in the run, or reused from an earlier run on "
+            "the same clips.",
+            "",
+            *_table(
+                [
+                    "domain",
+                    "preset",
+                    "budget",
+                    "epochs",
+                    "fit",
+                    "train + evaluate",
+                    "frame CNN",
+                    "test metrics",
+                ],
+                body,
+            ),
+        ]
+    return lines + _failed_runs(section)
+
+
 def render(results: dict, results_path: Path | None = None) -> str:
     info = results["machine"]
     sections = results.get("sections", {})
@@ -429,12 +501,19 @@ def render(results: dict, results_path: Path | None = None) -> str:
             "### End to end against the published Keras examples (`bench/reference.py`)",
             *reference_table(sections["reference"]),
         ]
-    lines += [
-        "",
-        "### Not measured yet",
-        "",
-        *_table(["benchmark (issue 7)", "status"], NOT_MEASURED),
-    ]
+    if "quality" in sections:
+        lines += [
+            "",
+            "### Model quality under each preset's time budget (`bench/quality.py`)",
+            *quality_table(sections["quality"]),
+        ]
+    else:
+        lines += [
+            "",
+            "### Not measured in this run",
+            "",
+            *_table(["benchmark", "how"], NOT_MEASURED),
+        ]
     return "\n".join(lines) + "\n"
 
 

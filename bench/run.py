@@ -1,6 +1,7 @@
 """Runs the benchmark suite: every section in a fresh process, one results file.
 
-    python -m bench.run --profile quick|full [--only backbone,features,inference,reference]
+    python -m bench.run --profile quick|full
+                        [--only backbone,features,inference,reference,quality]
                         [--no-readme]
 
 Writes `bench/results/<timestamp>.json` (machine, load, every repeat), `.md` (the tables)
@@ -25,7 +26,7 @@ from bench import machine, report
 from bench.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("backbone", "features", "inference", "reference")
+SECTIONS = ("backbone", "features", "inference", "reference", "quality")
 
 
 def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]]:
@@ -91,6 +92,9 @@ def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]
             )
     if "reference" in sections:
         runs.append(("reference", "reference-t1", ["bench.reference", "--threads", "1"], {}))
+    if "quality" in sections and profile.quality_preset:
+        for domain in profile.quality_domains:  # a process each: one failing spares the rest
+            runs.append(("quality", f"quality-{domain}", ["bench.quality", "--domains", domain], {}))
     return runs
 
 

@@ -101,7 +101,38 @@ def test_report_uses_cpu_time_for_one_thread_and_says_what_is_not_measured():
     assert "| LSTM | 8u T4 B2 | 0.50 | 100 " in markdown
     assert "0.50×" in markdown and "2.00×" in markdown  # vs Keras, vs PyTorch
     assert "make bench-quick" in markdown
-    assert markdown.count("not measured yet") == len(report.NOT_MEASURED)
+    assert "### Not measured in this run" in markdown and "make bench" in markdown
+
+
+def test_quality_rows_render_their_metrics_and_times():
+    results = _results()
+    row = {
+        "domain": "speech",
+        "preset": "small",
+        "budget_minutes": 30.0,
+        "epochs": 12,
+        "fit_seconds": 1500.0,
+        "setup_seconds": 3.0,
+        "train_seconds": 1560.0,
+        "evaluate_seconds": 60.0,
+        "metrics": {"wer": 0.5, "cer": 0.125},
+        "frame_cnn": None,
+    }
+    results["sections"] = {"quality": {"rows": [row]}}
+    markdown = report.render(results)
+    assert "| speech | small | 30 min | 12 | 25.0 min | 27.0 min | – | WER 50.0%; CER 12.5% |" in (
+        markdown
+    )
+    assert "Not measured in this run" not in markdown
+
+
+def test_quality_section_runs_a_process_per_domain_only_where_a_preset_is_set(tmp_path):
+    from bench.profiles import PROFILES
+    from bench.run import plan
+
+    assert not [r for r in plan(PROFILES["quick"], ("quality",), tmp_path)]
+    names = [name for _, name, _, _ in plan(PROFILES["full"], ("quality",), tmp_path)]
+    assert names == [f"quality-{d}" for d in ("speech", "action", "caption", "translation")]
 
 
 def test_readme_section_is_inserted_once_then_replaced(tmp_path):

@@ -1,0 +1,131 @@
+"""Model quality of each domain's preset under its time budget, as a user gets it.
+
+    python -m bench.quality --profile full --out FILE [--domains speech,action]
+
+Each domain runs the two commands a user runs, `rnnsuite TASK train --preset P` (its
+`train.time_limit_minutes` is the budget) and `rnnsuite TASK evaluate`, in a scratch run
+dir on the embedded corpus, on every core. A row holds the test metrics (`metrics.json`),
+the fit time and epochs (`train_summary.json`) and the wall time of train + evaluate,
+corpus generation and feature caching included when the cache is cold (`setup` seconds
+are the `prepare` step, timed apart so that the training time means the same on every
+machine). The `full` profile runs the `small` presets: about two hours on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import machine
+
+# The metrics each domain reports, in table order (metrics.json keys).
+METRICS = {
+    "speech": ("wer", "cer", "wer_telephone", "cer_telephone"),
+    "action": ("top1", "top5", "mean_class_accuracy"),
+    "caption": ("bleu4", "cider", "right_action"),
+    "translation": ("bleu", "chrf", "apertium_bleu", "apertium_chrf"),
+}
+
+
+def measure(domain: str, preset: str, work: Path, log) -> dict:
+    """Prepares, trains and evaluates one domain; its row.
+
+    The action run trains its frame CNN even when one is cached (`cnn.reuse=false`), so
+    its time is a first run's; the caption run reuses the CNN as a user's would (the one
+    the action run just trained, when both run).
+    """
+    from shared import cli
+    from shared.config import resolve
+    from shared.task import get_task
+
+    run_dir = work / domain
+    budget = resolve(get_task(domain).config_class, get_task(domain).presets, preset)
+    budget = budget.train.time_limit_minutes
+    timings = {}
+    for action, extra in (
+        ("prepare", []),
+        ("train", ["--run-dir", str(run_dir)]),
+        ("evaluate", ["--run-dir", str(run_dir)]),
+    ):
+        preset_args = ["--preset", preset] if action != "evaluate" else []
+        if action == "train":
+            preset_args += ["--set", "train.verbose=2"]
+            if domain == "action":
+                preset_args += ["--set", "cnn.reuse=false"]
+        print(f"  {domain} {action} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        code = cli.main([domain, action, *preset_args, *extra])
+        timings[action] = round(time.perf_counter() - started, 1)
+        if code != 0:
+            raise RuntimeError(f"rnnsuite {domain} {action} exited with {code}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    row = {
+        "domain": domain,
+        "preset": preset,
+        "budget_minutes": budget,
+        "epochs": summary.get("epochs"),
+        "fit_seconds": summary.get("fit_seconds"),
+        "setup_seconds": timings["prepare"],
+        "train_seconds": timings["train"],
+        "evaluate_seconds": timings["evaluate"],
+        "metrics": {key: metrics[key] for key in METRICS[domain] if key in metrics},
+        "frame_cnn": _frame_cnn(run_dir),
+    }
+    log(row)
+    return row
+
+
+def _frame_cnn(run_dir: Path) -> str | None:
+    """How a video run got its frame CNN: trained in the run, or reused from the cache."""
+    info = run_dir / "frame_cnn.json"
+    if not info.is_file():
+        return None
+    return "trained" if json.loads(info.read_text()).get("training") else "reused"
+
+
+def run(profile, log, domains=None) -> list[dict]:
+    if not profile.quality_preset:
+        return []
+    chosen = domains or profile.quality_domains
+    with tempfile.TemporaryDirectory(prefix="rnnsuite-quality-") as scratch:
+        return [measure(domain, profile.quality_preset, Path(scratch), log) for domain in chosen]
+
+
+def _print_row(row) -> None:
+    scores = ", ".join(f"{k} {v:.3g}" for k, v in row["metrics"].items())
+    print(
+        f"  {row['domain']}: {scores}; trained {row['fit_seconds']} s "
+        f"(budget {row['budget_minutes']} min)",
+        flush=True,
+    )
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from bench.profiles import PROFILES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--domains", help=f"comma-separated subset of {','.join(METRICS)}")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    domains = args.domains.split(",") if args.domains else None
+    unknown = set(domains or ()) - set(METRICS)
+    if unknown:
+        parser.error(f"unknown domains {sorted(unknown)}; choose from {list(METRICS)}")
+    before = machine.load_average()
+    rows = run(PROFILES[args.profile], _print_row, domains)
+    result = {"rows": rows, "load_start": before, "load_end": machine.load_average()}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
