@@ -85,7 +85,10 @@ def _frame_cnn(run_dir: Path) -> str | None:
     info = run_dir / "frame_cnn.json"
     if not info.is_file():
         return None
-    return "trained" if json.loads(info.read_text()).get("training") else "reused"
+    info = json.loads(info.read_text())
+    if "reused_from" in info:
+        return "reused"
+    return "trained" if info.get("training") else "not trained"
 
 
 def run(profile, log, domains=None) -> list[dict]:

@@ -94,7 +94,9 @@ def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]
         runs.append(("reference", "reference-t1", ["bench.reference", "--threads", "1"], {}))
     if "quality" in sections and profile.quality_preset:
         for domain in profile.quality_domains:  # a process each: one failing spares the rest
-            runs.append(("quality", f"quality-{domain}", ["bench.quality", "--domains", domain], {}))
+            runs.append(
+                ("quality", f"quality-{domain}", ["bench.quality", "--domains", domain], {})
+            )
     return runs
 
 

@@ -242,8 +242,9 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     if c.epochs > 0 and len(labels) > 1 and (not f.weights or c.tune_pretrained):
         cached = trained_cnn_dir(config, source, labels)
         if c.reuse and (cached / CNN_INFO).is_file():
-            for name in (CNN_WEIGHTS, CNN_INFO):
-                shutil.copyfile(cached / name, run_dir / name)
+            shutil.copyfile(cached / CNN_WEIGHTS, run_dir / CNN_WEIGHTS)
+            info = {**json.loads((cached / CNN_INFO).read_text()), "reused_from": str(cached)}
+            (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
             print(f"frame CNN: trained before on these clips, reused from {cached}")
             return load_frame_encoder(run_dir), None
         workers = config.data.workers
@@ -278,7 +279,9 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     if trained:  # into a scratch folder first: a killed run leaves no half-written CNN
         scratch = cached.with_name(cached.name + ".part")
         scratch.mkdir(parents=True, exist_ok=True)
-        save_frame_encoder(scratch, encoder, weights="trained on the training clips", training=trained)
+        save_frame_encoder(
+            scratch, encoder, weights="trained on the training clips", training=trained
+        )
         shutil.rmtree(cached, ignore_errors=True)
         scratch.rename(cached)
     return encoder, train_frames

@@ -6,6 +6,7 @@ clip, so no single frame (nor the set of frames) tells them apart: the recurrent
 read the order. Chance is 25 %.
 """
 
+import json
 import os
 
 import cv2
@@ -306,9 +307,7 @@ def test_a_trained_frame_cnn_is_reused_by_later_runs_on_the_same_clips(tmp_path,
         )
         source = load_source(data, config.data, progress=False)
         run_dir.mkdir()
-        encoder, _ = run_frame_encoder(
-            config, run_dir, source, source.labels, frames_spec(config)
-        )
+        encoder, _ = run_frame_encoder(config, run_dir, source, source.labels, frames_spec(config))
         return [np.array(w) for w in encoder.cnn.weights]
 
     first = encoder_for(tmp_path / "first")
@@ -323,6 +322,8 @@ def test_a_trained_frame_cnn_is_reused_by_later_runs_on_the_same_clips(tmp_path,
         patch.setattr(action_task, "train_frame_encoder", counted)
         again = encoder_for(tmp_path / "again")
         assert trainings == []  # same clips, same settings: reused
+        info = json.loads((tmp_path / "again" / "frame_cnn.json").read_text())
+        assert info["reused_from"] and info["training"]["epochs"] == 1
         assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
         encoder_for(tmp_path / "other-seed", ["train.seed=7"])
         assert trainings == [1]
