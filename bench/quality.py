@@ -42,23 +42,21 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
     from shared.config import resolve
     from shared.task import get_task
 
+    task = get_task(domain)
+    budget = resolve(task.config_class, task.presets, preset).train.time_limit_minutes
     run_dir = work / domain
-    budget = resolve(get_task(domain).config_class, get_task(domain).presets, preset)
-    budget = budget.train.time_limit_minutes
+    in_run = ["--run-dir", str(run_dir)]
+    retrain_cnn = ["--set", "cnn.reuse=false"] if domain == "action" else []
+    commands = {
+        "prepare": ["--preset", preset],
+        "train": ["--preset", preset, *in_run, "--set", "train.verbose=2", *retrain_cnn],
+        "evaluate": in_run,
+    }
     timings = {}
-    for action, extra in (
-        ("prepare", []),
-        ("train", ["--run-dir", str(run_dir)]),
-        ("evaluate", ["--run-dir", str(run_dir)]),
-    ):
-        preset_args = ["--preset", preset] if action != "evaluate" else []
-        if action == "train":
-            preset_args += ["--set", "train.verbose=2"]
-            if domain == "action":
-                preset_args += ["--set", "cnn.reuse=false"]
+    for action, arguments in commands.items():
         print(f"  {domain} {action} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        code = cli.main([domain, action, *preset_args, *extra])
+        code = cli.main([domain, action, *arguments])
         timings[action] = round(time.perf_counter() - started, 1)
         if code != 0:
             raise RuntimeError(f"rnnsuite {domain} {action} exited with {code}")
