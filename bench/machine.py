@@ -196,11 +196,15 @@ def describe(info: dict) -> str:
     )
 
 
-def section_main(description: str, run, argv=None, threads_help="0: every usable core") -> int:
+def section_main(
+    description: str, run, argv=None, threads_help="0: every usable core", log=None, options=()
+) -> int:
     """`python -m bench.X --profile P --threads N --out FILE` for a section's `run`.
 
     Pins TensorFlow's thread pools to `--threads` (0 leaves them alone), calls
-    `run(profile, threads, log)` and writes its rows with the load average around them.
+    `run(profile, threads, log, **extra)` and writes its rows with the load average around
+    them. `options`: `(flag, argparse keywords)` pairs whose values `run` receives as
+    keywords (`extra`); `log`: the progress line of a row (default: its timing).
     """
     import argparse
     import json
@@ -211,6 +215,7 @@ def section_main(description: str, run, argv=None, threads_help="0: every usable
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--threads", type=int, default=0, help=threads_help)
     parser.add_argument("--out", required=True)
+    extra = [parser.add_argument(flag, **keywords).dest for flag, keywords in options]
     args = parser.parse_args(argv)
     import tensorflow as tf
 
@@ -218,7 +223,12 @@ def section_main(description: str, run, argv=None, threads_help="0: every usable
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     before = load_average()
-    rows = run(PROFILES[args.profile], args.threads, _print_row)
+    rows = run(
+        PROFILES[args.profile],
+        args.threads,
+        log or _print_row,
+        **{name: getattr(args, name) for name in extra},
+    )
     result = {"rows": rows, "load_start": before, "load_end": load_average()}
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=1)

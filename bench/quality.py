@@ -13,6 +13,7 @@ machine). The `full` profile runs the `small` presets: about two hours on 2 core
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -80,16 +81,19 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
 
 def _frame_cnn(run_dir: Path) -> str | None:
     """How a video run got its frame CNN: trained in the run, or reused from the cache."""
-    info = run_dir / "frame_cnn.json"
-    if not info.is_file():
+    from suite.video.task import CNN_INFO
+
+    path = run_dir / CNN_INFO
+    if not path.is_file():
         return None
-    info = json.loads(info.read_text())
+    info = json.loads(path.read_text())
     if "reused_from" in info:
         return "reused"
     return "trained" if info.get("training") else "not trained"
 
 
-def run(profile, log, domains=None) -> list[dict]:
+def run(profile, threads, log, domains=None) -> list[dict]:
+    """Rows of `domains` (default: the profile's), on `threads` (0: every core)."""
     if not profile.quality_preset:
         return []
     chosen = domains or profile.quality_domains
@@ -106,25 +110,25 @@ def _print_row(row) -> None:
     )
 
 
-def main(argv=None) -> int:
-    import argparse
-
-    from bench.profiles import PROFILES
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--domains", help=f"comma-separated subset of {','.join(METRICS)}")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    domains = args.domains.split(",") if args.domains else None
-    unknown = set(domains or ()) - set(METRICS)
+def _domains(text: str) -> list[str]:
+    domains = text.split(",")
+    unknown = set(domains) - set(METRICS)
     if unknown:
-        parser.error(f"unknown domains {sorted(unknown)}; choose from {list(METRICS)}")
-    before = machine.load_average()
-    rows = run(PROFILES[args.profile], _print_row, domains)
-    result = {"rows": rows, "load_start": before, "load_end": machine.load_average()}
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    return 0
+        raise argparse.ArgumentTypeError(
+            f"unknown domains {sorted(unknown)}; choose from {list(METRICS)}"
+        )
+    return domains
+
+
+def main(argv=None) -> int:
+    return machine.section_main(
+        __doc__.splitlines()[0],
+        run,
+        argv,
+        threads_help="0: every core, as a user trains (the default)",
+        log=_print_row,
+        options=[("--domains", {"type": _domains, "help": f"subset of {','.join(METRICS)}"})],
+    )
 
 
 if __name__ == "__main__":

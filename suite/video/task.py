@@ -182,6 +182,13 @@ def save_frame_encoder(run_dir: Path, encoder, **info) -> None:
     (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
 
 
+def copy_frame_encoder(source_dir: Path, target_dir: Path, **info) -> None:
+    """Copies a stored frame CNN (weights and info file), adding `info` to the latter."""
+    shutil.copyfile(Path(source_dir) / CNN_WEIGHTS, Path(target_dir) / CNN_WEIGHTS)
+    stored = json.loads((Path(source_dir) / CNN_INFO).read_text())
+    (Path(target_dir) / CNN_INFO).write_text(json.dumps({**stored, **info}, indent=1))
+
+
 def load_frame_encoder(run_dir: Path):
     """The run's frame CNN, as `datasets` stored it."""
     run_dir = Path(run_dir)
@@ -242,9 +249,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     if c.epochs > 0 and len(labels) > 1 and (not f.weights or c.tune_pretrained):
         cached = trained_cnn_dir(config, source, labels)
         if c.reuse and (cached / CNN_INFO).is_file():
-            shutil.copyfile(cached / CNN_WEIGHTS, run_dir / CNN_WEIGHTS)
-            info = {**json.loads((cached / CNN_INFO).read_text()), "reused_from": str(cached)}
-            (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+            copy_frame_encoder(cached, run_dir, reused_from=str(cached))
             print(f"frame CNN: trained before on these clips, reused from {cached}")
             return load_frame_encoder(run_dir), None
         workers = config.data.workers
@@ -279,9 +284,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     if trained:  # into a scratch folder first: a killed run leaves no half-written CNN
         scratch = cached.with_name(cached.name + ".part")
         scratch.mkdir(parents=True, exist_ok=True)
-        save_frame_encoder(
-            scratch, encoder, weights="trained on the training clips", training=trained
-        )
+        copy_frame_encoder(run_dir, scratch)
         shutil.rmtree(cached, ignore_errors=True)
         scratch.rename(cached)
     return encoder, train_frames
