@@ -8,9 +8,11 @@ EXPORTS ?= exports
 PRESET ?= small
 
 # Debian packages behind the embedded corpora (DESIGN.md): TTS engines and voices for the
-# spoken corpus, public-domain text, the two Bibles for translation, apertium as a peer.
+# spoken corpus, public-domain text, the two Bibles for translation, apertium as a peer;
+# IRSTLM builds the speech recognizer's word language model.
 SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
-	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv apertium-eng-spa libsndfile1
+	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv apertium-eng-spa libsndfile1 \
+	irstlm
 
 .PHONY: setup system-packages test test-fast lint format demo bench bench-quick gpu-check clean \
 	train-speech train-action train-caption train-translation train-video train-nlp \

@@ -11,7 +11,9 @@ writes one SavedModel per decoder:
                  stops at EOS; exported with `decode.beam_width` 1 (greedy) and 4
     speech       the speech preset's architecture (`small`: conv front end subsampling time by
                  3 + 2-layer BiGRU of 160 units) trained for a few steps on synthetic tone "words": speed does not
-                 need a good model, and CTC greedy decoding costs the same for any weights
+                 need a good model, and CTC greedy decoding costs the same for any weights;
+                 exported greedy, beam 8 and (full) with the word LM of its transcripts, whose
+                 search after the graph is timed with it, as `rnnsuite speech predict` runs it
     action,      the `small` presets' frame CNN (untrained: its cost does not depend on its
     caption      weights) and recurrent models, trained one epoch on toy videos of a square
                  moving left or right; clips of 32 frames at 112 px are timed, the embedded
@@ -173,12 +175,9 @@ def _speech_setup(profile, work):
         "train.verbose=0",
     ]
     exports = [
-        (f"speech-{method}", [f"decode.method={method}"])
-        if method == "greedy"
-        else (
-            f"speech-beam{SPEECH_BEAM}",
-            ["decode.method=beam", f"decode.beam_width={SPEECH_BEAM}"],
-        )
+        (f"speech-beam{SPEECH_BEAM}", ["decode.method=beam", f"decode.beam_width={SPEECH_BEAM}"])
+        if method == "beam"
+        else (f"speech-{method}", [f"decode.method={method}"])
         for method in profile.speech_decoders
     ]
     return str(data), profile.speech_preset, overrides, exports
@@ -247,10 +246,23 @@ def _whole_rows(endpoint, input_name: str, output: str):
     return run
 
 
+def _lm_rows(endpoint, decoder):
+    """As `_whole_rows` for a speech export whose LM decodes its log-probabilities."""
+    import tensorflow as tf
+
+    def run(rows):
+        length = tf.constant(np.full([len(rows)], rows.shape[1], np.int32))
+        outputs = endpoint(waveform=tf.constant(rows), length=length)
+        return decoder(outputs["log_probs"].numpy(), outputs["frames"].numpy())
+
+    return run
+
+
 def serve(profile, built: dict, threads: int, log) -> list[dict]:
     import tensorflow as tf
 
     from shared.export import load_endpoint
+    from suite.speech.task import export_lm_decoder
 
     timers, meta = [], {}
 
@@ -289,6 +301,9 @@ def serve(profile, built: dict, threads: int, log) -> list[dict]:
         waves = synthetic_utterances(profile.speech_utterances, seconds, profile.seed + 2)
         for export in built["speech"]["exports"]:
             transcribe = _whole_rows(load_endpoint(export["path"]), "waveform", "text")
+            lm = export_lm_decoder(export["path"])
+            if lm is not None:  # decoded after the graph, as `rnnsuite speech predict` does
+                transcribe = _lm_rows(load_endpoint(export["path"]), lm)
             batch = profile.batch_sizes["speech"]
             time_export(
                 "speech", export, transcribe, waves, batch, audio_seconds=len(waves) * seconds

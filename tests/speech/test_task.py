@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from shared import cli
-from suite.speech.audio import write_audio
+from shared.task import get_task
+from shared.training import restore_model
+from suite.speech.audio import load_audio, write_audio
 
 
 @pytest.mark.slow
@@ -28,11 +30,12 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
         == 0
     )
     assert (run_dir / "feature_stats.json").is_file() and (run_dir / "vocab.json").is_file()
+    assert (run_dir / "lm.arpa").is_file()  # the word LM of the training transcripts
 
     assert cli.main(["speech", "evaluate", "--run-dir", str(run_dir)]) == 0
     scores = json.loads((run_dir / "metrics.json").read_text())
     assert scores["utterances"] == 6
-    assert {"wer", "cer", "wer_telephone", "cer_telephone"} <= scores.keys()
+    assert {"wer", "cer", "wer_greedy", "wer_telephone", "cer_telephone"} <= scores.keys()
     assert any(key.startswith("wer[flite:slt") or key.startswith("wer[festival") for key in scores)
     assert (run_dir / "predictions.tsv").read_text().count("\n") == 7
 
@@ -43,7 +46,13 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["speech", "predict", "--model", str(export_dir), str(wav)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{wav}\t")
+    assert (export_dir / "assets.extra" / "lm.arpa").is_file()
+    # The export's log-probabilities, decoded with its LM, match the Keras model's.
+    task = get_task("speech")
+    config, model = restore_model(task, run_dir)
+    decoder = task._decoder(config, export_dir / "assets.extra" / "lm.arpa")
+    expected = task.transcribe(model, config, [load_audio(wav)], decoder=decoder)[0]
+    assert out == f"{wav}\t{expected}\n"
 
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF" + bytes(rng.integers(0, 255, 100, dtype=np.uint8)))
