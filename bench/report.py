@@ -291,8 +291,10 @@ def inference_table(section: dict) -> list[str]:
             f"{speech['train_s']:g} s ({_override(speech, 'train.steps_per_epoch')} step(s)) on "
             "synthetic tones: a useless recogniser, but speed hardly depends on the weights "
             "(CTC greedy decoding does the same work for any output; beam search's work "
-            "varies a little with how peaked the outputs are); RTF = processing seconds per "
-            "second of audio"
+            "varies a little with how peaked the outputs are); `lm` adds the word language "
+            "model's search after the graph (as `rnnsuite speech predict` runs it), whose "
+            "work grows with a real model's vocabulary and its uncertainty; RTF = processing "
+            "seconds per second of audio"
         )
     videos = [build.get(task, {}) for task in ("action", "caption")]
     if any("exports" in entry for entry in videos):
@@ -382,6 +384,8 @@ def reference_table(section: dict) -> list[str]:
 QUALITY_FORMAT = {
     "wer": ("WER", 100, 1, "%"),
     "cer": ("CER", 100, 1, "%"),
+    "wer_greedy": ("WER without the LM", 100, 1, "%"),
+    "cer_greedy": ("CER without the LM", 100, 1, "%"),
     "wer_telephone": ("telephone WER", 100, 1, "%"),
     "cer_telephone": ("telephone CER", 100, 1, "%"),
     "top1": ("top-1", 100, 1, "%"),

@@ -1,8 +1,8 @@
 """Word n-gram language model for CTC decoding: built with IRSTLM, searched with Flashlight.
 
 `build_language_model` estimates a backoff n-gram model (ARPA format) from transcripts with
-IRSTLM's `tlm` (modified shift-beta, i.e. modified Kneser–Ney discounting), a Debian
-package that `make setup` installs; any ARPA model made elsewhere (KenLM's `lmplz`, SRILM)
+IRSTLM's `tlm` (modified shift-beta, i.e. modified Kneser–Ney discounting; Witten–Bell for
+corpora too small for it), a Debian package that `make setup` installs; any ARPA model made elsewhere (KenLM's `lmplz`, SRILM)
 serves as well. `LexiconDecoder` finds the word sequence that maximises the CTC score plus
 the weighted LM score with Flashlight's lexicon beam search (the decoder behind
 torchaudio's `ctc_decoder`; KenLM reads the ARPA file). The model's vocabulary is the
@@ -55,11 +55,15 @@ def build_language_model(transcripts, path, order=3) -> Path:
         text, arpa = Path(tmp) / "sentences.txt", Path(tmp) / LM_FILE
         # IRSTLM wants the sentence boundaries written out (its add-start-end.sh).
         text.write_text("".join(f"<s> {s} </s>\n" for s in sentences), encoding="utf-8")
-        command = [_tlm(), f"-tr={text}", f"-n={int(order)}", "-lm=msb", "-bo=yes"]
         # Singletons stay: a small corpus's rare words are most of its vocabulary.
-        command += ["-ps=no", f"-o={arpa}"]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0 or not arpa.is_file():
+        command = [_tlm(), f"-tr={text}", f"-n={int(order)}", "-bo=yes", "-ps=no", f"-o={arpa}"]
+        # Modified shift-beta needs counts of counts up to 4, which a few dozen sentences
+        # may not have; Witten–Bell needs none.
+        for smoothing in ("msb", "wb"):
+            result = subprocess.run([*command, f"-lm={smoothing}"], capture_output=True, text=True)
+            if result.returncode == 0 and arpa.is_file():
+                break
+        else:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise DataError(f"{path}: IRSTLM's tlm failed: {' / '.join(tail)}")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,12 @@ def test_model_is_an_arpa_file_of_the_transcripts_words(model_path):
     assert sorted(arpa_words(model_path)) == sorted({w for s in SENTENCES for w in s.split()})
 
 
+def test_a_handful_of_one_word_transcripts_still_makes_a_model(tmp_path):
+    # Too few counts for modified shift-beta: built with Witten-Bell instead.
+    path = build_language_model(["abca", "bd", "abc", "dd"], tmp_path / "lm.arpa")
+    assert sorted(arpa_words(path)) == ["abc", "abca", "bd", "dd"]
+
+
 def test_the_language_model_mends_what_the_acoustics_got_wrong(model_path):
     log_probs = emissions("the cat sat on the mat", confusions={5: "o"})  # cat -> cot
     assert greedy(log_probs) == "the cot sat on the mat"
