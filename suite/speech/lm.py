@@ -104,10 +104,18 @@ class LexiconDecoder:
         beam_width: hypotheses kept per frame.
         lm_weight: weight of the LM's log10 probability against the acoustic log-probability.
         word_score: added per word (positive: fewer deletions; negative: fewer insertions).
+        beam_threshold: hypotheses scoring this far below the best are dropped.
     """
 
     def __init__(
-        self, lm_path, tokens, separator=" ", beam_width=50, lm_weight=2.0, word_score=1.0
+        self,
+        lm_path,
+        tokens,
+        separator=" ",
+        beam_width=200,
+        lm_weight=2.0,
+        word_score=1.0,
+        beam_threshold=25.0,
     ):
         from flashlight.lib.text.decoder import (
             CriterionType,
@@ -152,7 +160,7 @@ class LexiconDecoder:
         options = LexiconDecoderOptions(
             beam_size=int(beam_width),
             beam_size_token=self.num_classes,
-            beam_threshold=25.0,
+            beam_threshold=float(beam_threshold),
             lm_weight=float(lm_weight),
             word_score=float(word_score),
             unk_score=float("-inf"),
