@@ -2,11 +2,15 @@
 
     python -m bench.run --profile quick|full
                         [--only backbone,features,inference,reference,quality]
-                        [--no-readme]
+                        [--no-readme] [--resume bench/results/<timestamp>.json]
 
 Writes `bench/results/<timestamp>.json` (machine, load, every repeat), `.md` (the tables)
 and `.log` (the sections' stderr), and regenerates README's benchmark section. Exits 1 if
 a section failed (the others still run and are reported).
+
+The JSON is rewritten after every child process, so a stopped run (`make bench` takes
+about three hours on 2 cores) keeps what it measured; `--resume FILE` runs only what FILE
+lacks or failed, on the same machine and profile, and completes FILE.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from bench.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("backbone", "features", "inference", "reference", "quality")
+# Sections whose runs share a scratch build (inference serves the exports `build` made in
+# a temporary folder): resuming runs them whole unless every run of theirs succeeded.
+SHARED_BUILD = ("inference",)
 
 
 def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]]:
@@ -100,6 +107,37 @@ def plan(profile, sections, work: Path) -> list[tuple[str, str, list[str], dict]
     return runs
 
 
+def resumable(results: dict, planned: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (section, run) pairs of `planned` that a resumed run keeps from `results`: every
+    successful run, except in a `SHARED_BUILD` section not all of whose runs succeeded."""
+    ok = {
+        (section, run["name"])
+        for section, entry in results.get("sections", {}).items()
+        for run in entry.get("runs", [])
+        if run["status"] == "ok"
+    }
+    keep = set()
+    for section, name in planned:
+        whole = [pair for pair in planned if pair[0] == section]
+        if (section, name) in ok and (section not in SHARED_BUILD or set(whole) <= ok):
+            keep.add((section, name))
+    return keep
+
+
+def forget_runs(results: dict, keep: set[tuple[str, str]]) -> None:
+    """Drops from `results` what a resumed run measures again: a section that keeps none of
+    its runs goes whole; otherwise only the records of the runs not kept (a failed run added
+    no rows)."""
+    for section in list(results.get("sections", {})):
+        entry = results["sections"][section]
+        kept = [run for run in entry.get("runs", []) if (section, run["name"]) in keep]
+        if kept:
+            entry["runs"] = kept
+        elif "runs" in entry:
+            notes = entry.get("notes")
+            results["sections"][section] = {"notes": notes} if notes else {}
+
+
 def _git() -> str:
     try:
         commit = subprocess.run(
@@ -129,6 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     parser.add_argument("--results-dir", type=Path, default=report.RESULTS_DIR)
+    parser.add_argument("--resume", type=Path, help="a results file to complete")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
@@ -140,8 +179,10 @@ def main(argv=None) -> int:
     stamp = started.strftime("%Y%m%d-%H%M%S")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out_path = args.results_dir / f"{stamp}.json"
+    if args.resume:
+        out_path = args.resume
     log_path = out_path.with_suffix(".log")
-    results = {
+    fresh = {
         "schema": 1,
         "profile": profile.name,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -153,6 +194,24 @@ def main(argv=None) -> int:
         "load_start": machine.load_average(),
         "sections": {},
     }
+    results, keep = fresh, set()
+    clock = time.perf_counter()
+    if args.resume:
+        try:
+            results = json.loads(args.resume.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"{args.resume}: cannot read it ({error})")
+        if results.get("profile") != profile.name:
+            parser.error(f"{args.resume} is a {results.get('profile')!r} run, not {profile.name!r}")
+        if machine.describe(results["machine"]) != machine.describe(fresh["machine"]):
+            parser.error(f"{args.resume} was measured on another machine; numbers would mix")
+        planned = [(section, name) for section, name, _, _ in plan(profile, sections, Path())]
+        keep = resumable(results, planned)
+        forget_runs(results, keep)
+        clock -= results.get("seconds", 0.0)  # the time the file's earlier runs took
+        results.setdefault("resumed", []).append(
+            {key: fresh[key] for key in ("command", "git", "started", "load_start")}
+        )
     counters = machine.cpu_counters()
     print(f"rnnsuite bench ({profile.name}): {machine.describe(results['machine'])}")
     print(f"load average {results['load_start']}; results -> {out_path}", flush=True)
@@ -171,10 +230,13 @@ def main(argv=None) -> int:
     failed = False
     with (
         tempfile.TemporaryDirectory(prefix="rnnsuite-bench-") as scratch,
-        open(log_path, "w") as log,
+        open(log_path, "a" if args.resume else "w") as log,
     ):
         work = Path(scratch)
         for section, name, module_args, extra_env in plan(profile, sections, work):
+            if (section, name) in keep:
+                print(f"[{section}] {name}: kept from {out_path.name}", flush=True)
+                continue
             out = work / f"{name}.json"
             if name == "build":
                 out = work / "build.json"
@@ -214,10 +276,12 @@ def main(argv=None) -> int:
                 log.flush()
                 print(f"  {name} failed (exit {code}):\n{_tail(log_path)}", flush=True)
             entry.setdefault("runs", []).append(run)
+            results["seconds"] = round(time.perf_counter() - clock, 1)
+            out_path.write_text(json.dumps(results, indent=1))  # kept if the run stops here
             print(f"  ({seconds} s)", flush=True)
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    results["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+    results["seconds"] = round(time.perf_counter() - clock, 1)
     results["load_end"] = machine.load_average()
     results["cpu_share"] = machine.cpu_share(counters, machine.cpu_counters())
     out_path.write_text(json.dumps(results, indent=1))

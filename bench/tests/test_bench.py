@@ -200,3 +200,78 @@ def test_reference_video_model_is_the_keras_io_example_and_its_table_renders():
     ]
     table = "\n".join(report.reference_table({"rows": rows}))
     assert "| video | features | keras.io CNN-RNN | s | 1 thread | 1.00 clips/s | 10.0× |" in table
+
+
+def _run(name, status="ok"):
+    return {"name": name, "seconds": 1.0, "status": status}
+
+
+def test_resume_keeps_what_succeeded_and_reruns_a_shared_build_whole():
+    from bench.run import forget_runs, resumable
+
+    planned = [
+        ("backbone", "keras-t1"),
+        ("backbone", "keras-t0"),
+        ("inference", "build"),
+        ("inference", "serve-t1"),
+        ("inference", "serve-t0"),
+        ("quality", "quality-speech"),
+        ("quality", "quality-action"),
+    ]
+    results = {
+        "sections": {
+            "backbone": {"rows": [{"r": 1}], "runs": [_run("keras-t1")]},  # stopped here
+            "inference": {
+                "build": {"speech": {}},
+                "rows": [{"r": 2}],
+                "runs": [_run("build"), _run("serve-t1"), _run("serve-t0", "failed")],
+            },
+            "quality": {
+                "rows": [{"r": 3}],
+                "runs": [_run("quality-speech"), _run("quality-action", "failed")],
+            },
+        }
+    }
+    keep = resumable(results, planned)
+    # The serve runs need the exports `build` made in a scratch folder: all three again.
+    assert keep == {("backbone", "keras-t1"), ("quality", "quality-speech")}
+    forget_runs(results, keep)
+    sections = results["sections"]
+    assert [r["name"] for r in sections["backbone"]["runs"]] == ["keras-t1"]
+    assert sections["backbone"]["rows"] == [{"r": 1}]
+    assert sections["inference"] == {}
+    assert [r["name"] for r in sections["quality"]["runs"]] == ["quality-speech"]
+    assert sections["quality"]["rows"] == [{"r": 3}]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_from_its_file_runs_only_what_it_lacks(tmp_path, capsys):
+    from bench.run import main
+
+    args = ["--profile", "smoke", "--only", "features", "--no-readme", "--results-dir"]
+    assert main([*args, str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.json")
+    first = json.loads(path.read_text())
+    assert [r["name"] for r in first["sections"]["features"]["runs"]] == [
+        "features-t1",
+        "features-t0",
+    ]
+    # As if the run had stopped after its first child process.
+    first["sections"]["features"]["runs"].pop()
+    first["sections"]["features"]["rows"] = [
+        row for row in first["sections"]["features"]["rows"] if row.get("threads") == 1
+    ]
+    path.write_text(json.dumps(first))
+    capsys.readouterr()
+    assert main([*args, str(tmp_path), "--resume", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "features-t1: kept from" in out and "[features] features-t0\n" in out
+    resumed = json.loads(path.read_text())
+    assert [r["name"] for r in resumed["sections"]["features"]["runs"]] == [
+        "features-t1",
+        "features-t0",
+    ]
+    assert len(resumed["resumed"]) == 1 and resumed["started"] == first["started"]
+    assert "; resumed " in report.render(resumed)
+    with pytest.raises(SystemExit):
+        main(["--profile", "quick", "--only", "features", "--resume", str(path)])
