@@ -526,6 +526,12 @@ def render(results: dict, results_path: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_worthy(results: dict) -> bool:
+    """Whether a run's tables may replace README's: the quick and full profiles' only (the
+    smoke profile's numbers mean nothing)."""
+    return results.get("profile") in ("quick", "full")
+
+
 def update_readme(markdown: str, readme: Path = README) -> None:
     text = readme.read_text()
     block = f"{START}\n{markdown}{END}"
@@ -564,7 +570,7 @@ def main(argv=None) -> int:
     results = json.loads(path.read_text())
     markdown = render(results, path)
     path.with_suffix(".md").write_text(markdown)
-    if not args.no_readme:
+    if not args.no_readme and readme_worthy(results):
         update_readme(markdown)
     print(markdown)
     return 0

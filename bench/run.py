@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     out_path.write_text(json.dumps(results, indent=1))
     markdown = report.render(results, out_path)
     out_path.with_suffix(".md").write_text(markdown)
-    if not args.no_readme:
+    if not args.no_readme and report.readme_worthy(results):
         report.update_readme(markdown)
     print()
     print(markdown)

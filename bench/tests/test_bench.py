@@ -147,6 +147,11 @@ def test_readme_section_is_inserted_once_then_replaced(tmp_path):
     assert text.count("## Benchmarks") == 1 and text.count(report.START) == 1
 
 
+def test_only_quick_and_full_runs_reach_readme():
+    assert report.readme_worthy({"profile": "full"}) and report.readme_worthy({"profile": "quick"})
+    assert not report.readme_worthy({"profile": "smoke"})
+
+
 def test_report_command_renders_a_results_file(tmp_path, capsys):
     path = tmp_path / "20260101-000000.json"
     path.write_text(json.dumps(_results()))
