@@ -132,7 +132,7 @@ class LexiconDecoder:
             raise ValueError(f"the word separator {separator!r} is not one of the tokens")
         self.num_classes = len(tokens) + 1  # blank last
         self._silence, self._blank = tokens.index(separator), len(tokens)
-        # Flashlight names tokens by string: the separator becomes its `|`, the blank `-`.
+        # Flashlight names tokens by string: the separator becomes its `|`, specials `<i>`.
         names = [f"<{i}>" if len(t) != 1 or t == separator else t for i, t in enumerate(tokens)]
         names[self._silence] = "|"
         self._never = [i for i, t in enumerate(tokens) if len(t) != 1]
