@@ -12,8 +12,11 @@ Engines, each a small class with `available()` and `synthesize(text, path, rng)`
   length_scale and noise. Piper's sampling noise is not seeded, so its audio differs
   slightly from run to run; everything else is a function of the seed.
 
-A voice is `engine:voice+variant` (`espeak:en-us+f3`, `flite:slt`, `piper:joe`). Voices
-are split, never utterances: `voice_split` puts a voice in valid or test when its speaker,
+A voice is `engine:voice+variant` (`espeak:en-us+f3`, `flite:slt`, `piper:joe`). Every
+natural training voice (flite, festival, piper) is a man's, and the held-out test speaker
+slt is a woman; so each also trains as `voice~f` (`flite:awb~f`): its audio made
+female-like by Praat's "Change gender" (praat-parselmouth), pitch median raised to
+180–240 Hz and formants by 12–22 %. Voices are split, never utterances: `voice_split` puts a voice in valid or test when its speaker,
 espeak accent or espeak variant is held out (`HELD_OUT`), so valid and test voices never
 occur in training. The speaker slt (flite `slt` and festival `cmu_us_slt_arctic_hts`, the
 same recorded speaker) is held out whole for test, as is flite `rms` for validation.
@@ -74,6 +77,9 @@ HELD_OUT = {
     "test": {"speakers": {"slt"}, "accents": {"en-029"}, "variants": {"f4", "m7"}},
     "valid": {"speakers": {"rms"}, "accents": {"en-gb-x-gbcwmd"}, "variants": {"f2", "m5"}},
 }
+# Suffix of a training voice made female-like (`female_like`), and the engines given one.
+FEMALE_LIKE = "~f"
+FEMALE_LIKE_ENGINES = ("flite", "festival", "piper")
 # Voices of different engines that are recordings of one person.
 SPEAKERS = {
     "flite:kal": "kal",
@@ -137,11 +143,12 @@ class Engine:
         """Whether this voice can be synthesized here."""
         return self.voice in self.voices()
 
-    def synthesize(self, text: str, path, rng: random.Random) -> float:
+    def synthesize(self, text: str, path, rng: random.Random, transform=None) -> float:
         """Speaks `text` at a random speed (and pitch) drawn from `rng`.
 
         Writes a 16 kHz mono 16-bit wav to `path`, peak-normalised with the leading and
-        trailing silence trimmed, and returns its duration in seconds.
+        trailing silence trimmed, and returns its duration in seconds. `transform(samples,
+        rng)`, if given, changes the audio before it is written.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +160,8 @@ class Engine:
             except DataError as error:
                 raise DataError(f"{self.id} made no usable audio for {text!r}: {error}") from None
         samples = _trim_silence(samples, SAMPLE_RATE)
+        if transform is not None:
+            samples = transform(samples, rng)
         samples = samples * (0.9 / max(float(np.max(np.abs(samples))), 1e-6))
         # Write beside the target and rename, so a file on disk is always complete.
         partial = path.with_name(f".{path.name}.part.wav")
@@ -332,9 +341,33 @@ def _trim_silence(samples: np.ndarray, rate: int, top_db=40.0, pad_seconds=0.1) 
     return samples[start:end]
 
 
+def female_like(samples: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A man's speech made to sound like a woman's: Praat's "Change gender" with the pitch
+    median moved to 180–240 Hz and the formants raised 12–22 % (duration unchanged)."""
+    import parselmouth
+    from parselmouth.praat import call
+
+    sound = parselmouth.Sound(np.asarray(samples, np.float64), SAMPLE_RATE)
+    formants, pitch = rng.uniform(1.12, 1.22), rng.uniform(180.0, 240.0)
+    # Arguments: pitch floor and ceiling (Hz), formant shift ratio, new pitch median (Hz),
+    # pitch range factor, duration factor.
+    changed = call(sound, "Change gender", 75, 600, formants, pitch, 1.0, 1.0)
+    return changed.values[0].astype(np.float32)
+
+
+def with_female_like(voices: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Split -> voices, with a female-like twin (`FEMALE_LIKE`) of every natural training voice."""
+    twins = [
+        voice + FEMALE_LIKE
+        for voice in voices["train"]
+        if voice.partition(":")[0] in FEMALE_LIKE_ENGINES
+    ]
+    return {**voices, "train": voices["train"] + twins}
+
+
 def engine_for(voice: str) -> Engine:
-    """The engine object of a voice id `engine:voice`."""
-    name, sep, voice_name = voice.partition(":")
+    """The engine object of a voice id `engine:voice` (`~f` twins: their base voice's)."""
+    name, sep, voice_name = voice.removesuffix(FEMALE_LIKE).partition(":")
     if not sep or name not in ENGINES:
         raise ValueError(
             f"bad voice {voice!r}: expected engine:voice with engine in {list(ENGINES)}"
@@ -362,6 +395,7 @@ def available_voices(warn: bool = True) -> list[str]:
 
 def speaker_of(voice: str) -> str:
     """The recorded person behind a voice: engines sharing a speaker share a split."""
+    voice = voice.removesuffix(FEMALE_LIKE)
     return SPEAKERS.get(voice, voice.partition(":")[2].partition("+")[0])
 
 
@@ -489,7 +523,9 @@ def _load_plan(folder: Path) -> list[_Job] | None:
 
 def _run_job(job: _Job) -> float:
     """Synthesizes one utterance (in a worker process)."""
-    return _engine(job.voice).synthesize(job.prompt, job.path, random.Random(job.seed))
+    transform = female_like if job.voice.endswith(FEMALE_LIKE) else None
+    engine = _engine(job.voice.removesuffix(FEMALE_LIKE))
+    return engine.synthesize(job.prompt, job.path, random.Random(job.seed), transform)
 
 
 @functools.cache
@@ -516,7 +552,7 @@ def prepare_corpus(
     from shared.config import data_dir
 
     sizes = _sizes(DEFAULT_SIZE if size is None else size)
-    voices = split_voices(available_voices())
+    voices = with_female_like(split_voices(available_voices()))
     root = Path(root) if root is not None else data_dir() / "speech"
     folder = root / corpus_name(sizes, seed, voices)
     manifests = {split: folder / split / MANIFEST for split in SPLITS}

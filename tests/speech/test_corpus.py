@@ -13,16 +13,19 @@ from suite.speech import corpus
 from suite.speech.audio import load_audio, write_audio
 from suite.speech.corpus import (
     ENGINES,
+    FEMALE_LIKE,
     HELD_OUT,
     SPLITS,
     EngineMissingWarning,
     available_voices,
     engine_for,
+    female_like,
     prepare_corpus,
     read_manifest,
     speaker_of,
     split_voices,
     voice_split,
+    with_female_like,
 )
 from suite.speech.text import (
     ALPHABET,
@@ -185,6 +188,38 @@ def test_voice_split_has_no_overlap_and_holds_out_whole_speakers():
             accent, variant = voice.partition(":")[2].split("+")
             for rules in HELD_OUT.values():
                 assert accent not in rules["accents"] and variant not in rules["variants"]
+
+
+def test_natural_training_voices_get_female_like_twins_in_training_only():
+    splits = split_voices(_all_voices())
+    twinned = with_female_like(splits)
+    assert twinned["valid"] == splits["valid"] and twinned["test"] == splits["test"]
+    twins = [v for v in twinned["train"] if v.endswith(FEMALE_LIKE)]
+    assert "flite:awb~f" in twins and "piper:joe~f" in twins
+    assert not any(v.startswith("espeak:") for v in twins)  # espeak has female variants
+    assert {v.removesuffix(FEMALE_LIKE) for v in twins} <= set(splits["train"])
+    assert speaker_of("flite:kal16~f") == speaker_of("flite:kal16") == "kal"
+    assert engine_for("festival:ked_diphone~f").id == "festival:ked_diphone"
+
+
+def test_female_like_raises_a_mans_pitch_and_keeps_the_length(tmp_path):
+    parselmouth = pytest.importorskip("parselmouth")
+    engine = engine_for("flite:kal16")
+    if not engine.available():
+        pytest.skip("flite's kal16 voice is not installed")
+    text = "please turn the kitchen lights off now"
+    plain, changed = tmp_path / "plain.wav", tmp_path / "changed.wav"
+    engine.synthesize(text, plain, random.Random(0))
+    engine.synthesize(text, changed, random.Random(0), transform=female_like)
+
+    def median_pitch(path):
+        pitch = parselmouth.Sound(str(path)).to_pitch()
+        f0 = pitch.selected_array["frequency"]
+        return float(np.median(f0[f0 > 0]))
+
+    assert abs(len(load_audio(changed)) - len(load_audio(plain))) <= 1
+    assert median_pitch(plain) < 130.0  # kal is a man
+    assert 170.0 < median_pitch(changed) < 250.0
 
 
 def test_installed_voices_cover_every_split():
