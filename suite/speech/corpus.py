@@ -12,14 +12,15 @@ Engines, each a small class with `available()` and `synthesize(text, path, rng)`
   length_scale and noise. Piper's sampling noise is not seeded, so its audio differs
   slightly from run to run; everything else is a function of the seed.
 
-A voice is `engine:voice+variant` (`espeak:en-us+f3`, `flite:slt`, `piper:joe`). Every
-natural training voice (flite, festival, piper) is a man's, and the held-out test speaker
-slt is a woman; so each also trains as `voice~f` (`flite:awb~f`): its audio made
-female-like by Praat's "Change gender" (praat-parselmouth), pitch median raised to
-180–240 Hz and formants by 12–22 %. Voices are split, never utterances: `voice_split` puts a voice in valid or test when its speaker,
+A voice is `engine:voice+variant` (`espeak:en-us+f3`, `flite:slt`, `piper:joe`). Voices
+are split, never utterances: `voice_split` puts a voice in valid or test when its speaker,
 espeak accent or espeak variant is held out (`HELD_OUT`), so valid and test voices never
 occur in training. The speaker slt (flite `slt` and festival `cmu_us_slt_arctic_hts`, the
 same recorded speaker) is held out whole for test, as is flite `rms` for validation.
+Every natural training voice (flite, festival, piper) is a man's, while slt is a woman;
+so each also trains as a twin `voice~f` (`flite:awb~f`), its audio made female-like by
+Praat's "Change gender" (praat-parselmouth; pitch median 180–240 Hz, formants raised
+12–22 %, about 30 ms an utterance).
 Engines that are not installed are skipped with a warning naming the missing package.
 
 `prepare_corpus` writes, under `data_dir()/speech/<name>/<split>/`, 16 kHz mono 16-bit wav
