@@ -214,7 +214,7 @@ def main(argv=None) -> int:
         )
     counters = machine.cpu_counters()
     print(f"rnnsuite bench ({profile.name}): {machine.describe(results['machine'])}")
-    print(f"load average {results['load_start']}; results -> {out_path}", flush=True)
+    print(f"load average {fresh['load_start']}; results -> {out_path}", flush=True)
     if "backbone" in sections and importlib.util.find_spec("torch") is None:
         results.setdefault("sections", {}).setdefault("backbone", {}).setdefault(
             "notes", []
