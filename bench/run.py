@@ -216,9 +216,10 @@ def main(argv=None) -> int:
     print(f"rnnsuite bench ({profile.name}): {machine.describe(results['machine'])}")
     print(f"load average {fresh['load_start']}; results -> {out_path}", flush=True)
     if "backbone" in sections and importlib.util.find_spec("torch") is None:
-        results.setdefault("sections", {}).setdefault("backbone", {}).setdefault(
-            "notes", []
-        ).append("PyTorch not installed, its column is skipped: `pip install -e '.[bench]'`")
+        notes = results["sections"].setdefault("backbone", {}).setdefault("notes", [])
+        note = "PyTorch not installed, its column is skipped: `pip install -e '.[bench]'`"
+        if note not in notes:  # a resumed file may say it already
+            notes.append(note)
 
     env = dict(
         os.environ,

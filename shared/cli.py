@@ -19,9 +19,7 @@ from pathlib import Path
 
 from shared.config import PRESETS
 from shared.errors import RnnsuiteError
-from shared.task import CONTRACT_TASKS, available_tasks
-
-RUN_FILE = "run.json"
+from shared.task import CONTRACT_TASKS, RUN_FILE, available_tasks, run_info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,9 +148,8 @@ def _train(task, args) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     if args.strategy is not None:
         overrides.append(f"train.strategy={args.strategy}")
-    run_file = args.run_dir / RUN_FILE
-    if run_file.is_file():
-        run = json.loads(run_file.read_text())
+    run = run_info(args.run_dir)
+    if run:
         _check_run(task, args.run_dir, run)
         if args.preset and args.preset != run["preset"]:
             raise RnnsuiteError(
@@ -166,7 +163,7 @@ def _train(task, args) -> int:
         config = _resolve(task, args, overrides)
         args.run_dir.mkdir(parents=True, exist_ok=True)
         run = {"task": task.name, "preset": args.preset or "small", "data": args.data}
-        run_file.write_text(json.dumps(run, indent=2))
+        (args.run_dir / RUN_FILE).write_text(json.dumps(run, indent=2))
     summary = train(task, config, args.run_dir, args.data if args.data else run.get("data"))
     logs = ", ".join(f"{k}={v:.4g}" for k, v in summary["logs"].items())
     print(f"trained {summary['epochs']} epochs into {args.run_dir}" + (f": {logs}" if logs else ""))
@@ -182,8 +179,7 @@ def _evaluate(task, args) -> int:
     from shared.training import restore_model
 
     run_dir = args.run_dir
-    run_file = run_dir / RUN_FILE
-    run = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    run = run_info(run_dir)
     if run:
         _check_run(task, run_dir, run)
     config, model = restore_model(task, run_dir, args.set)

@@ -6,6 +6,7 @@ group of `pyproject.toml`; the CLI discovers it from there without importing Ten
 
 from __future__ import annotations
 
+import json
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
@@ -15,6 +16,14 @@ from shared.errors import RnnsuiteError
 ENTRY_POINT_GROUP = "rnnsuite.tasks"
 # The tasks of the CLI contract (DESIGN.md); the ones not installed yet are listed as such.
 CONTRACT_TASKS = ("speech", "action", "caption", "translation")
+# A run dir's record of its task, preset and data (written by `rnnsuite TASK train`).
+RUN_FILE = "run.json"
+
+
+def run_info(run_dir) -> dict:
+    """A run dir's `RUN_FILE` (`task`, `preset`, `data`), or {} for a run made otherwise."""
+    path = Path(run_dir) / RUN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class Task:

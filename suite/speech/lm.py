@@ -2,8 +2,8 @@
 
 `build_language_model` estimates a backoff n-gram model (ARPA format) from transcripts with
 IRSTLM's `tlm` (modified shift-beta, i.e. modified Kneser–Ney discounting; Witten–Bell for
-corpora too small for it), a Debian package that `make setup` installs; any ARPA model made elsewhere (KenLM's `lmplz`, SRILM)
-serves as well. `LexiconDecoder` finds the word sequence that maximises the CTC score plus
+corpora too small for it), a Debian package that `make setup` installs; any ARPA model
+made elsewhere (KenLM's `lmplz`, SRILM) serves as well. `LexiconDecoder` finds the word sequence that maximises the CTC score plus
 the weighted LM score with Flashlight's lexicon beam search (the decoder behind
 torchaudio's `ctc_decoder`; KenLM reads the ARPA file). The model's vocabulary is the
 lexicon: a word it does not know cannot be written.
@@ -66,8 +66,7 @@ def build_language_model(transcripts, path, order=3) -> Path:
         else:
             tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise DataError(f"{path}: IRSTLM's tlm failed: {' / '.join(tail)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(arpa, path)
+        _place(arpa, path)
     return path
 
 
@@ -138,12 +137,12 @@ class LexiconDecoder:
         self._never = [i for i, t in enumerate(tokens) if len(t) != 1]
         token_dict = Dictionary([*names, "<blank>"])
         spellable = set(tokens) - {separator}
-        lexicon = {w: [[*w, "|"]] for w in arpa_words(lm_path) if set(w) <= spellable}
-        if not lexicon:
+        self.words = sorted({w for w in arpa_words(lm_path) if set(w) <= spellable})
+        if not self.words:
             raise DataError(f"{lm_path}: none of the model's words can be spelled with the tokens")
-        self.words = sorted(lexicon)
-        lexicon["<unk>"] = []
-        self._word_dict = create_word_dict(lexicon)
+        spellings = {w: [*w, "|"] for w in self.words}
+        # The word dictionary takes word -> spellings; `<unk>` needs an index, no spelling.
+        self._word_dict = create_word_dict({w: [s] for w, s in spellings.items()} | {"<unk>": []})
         try:
             with _quiet_stderr():  # KenLM draws a progress bar on stderr
                 self._lm = KenLM(str(lm_path), self._word_dict)
@@ -151,11 +150,10 @@ class LexiconDecoder:
             raise DataError(f"{lm_path}: KenLM cannot read it ({error})") from None
         trie = Trie(self.num_classes, self._silence)
         start = self._lm.start(False)
-        for word, spellings in lexicon.items():
+        for word, spelling in spellings.items():
             index = self._word_dict.get_index(word)
-            for spelling in spellings:
-                _, score = self._lm.score(start, index)
-                trie.insert([token_dict.get_index(t) for t in spelling], index, score)
+            _, score = self._lm.score(start, index)  # the word's unigram score, for pruning
+            trie.insert([token_dict.get_index(t) for t in spelling], index, score)
         trie.smear(SmearingMode.MAX)
         options = LexiconDecoderOptions(
             beam_size=int(beam_width),
@@ -209,8 +207,14 @@ def _quiet_stderr():
 
 
 def copy_language_model(source, directory) -> Path:
-    """Copies an ARPA model into `directory` as `LM_FILE` (atomically)."""
-    target = Path(directory) / LM_FILE
+    """Copies an ARPA model into `directory` as `LM_FILE`."""
+    return _place(source, Path(directory) / LM_FILE)
+
+
+def _place(source, target) -> Path:
+    """Copies `source` to `target` atomically: a killed run never leaves half a model that
+    later runs would take for a whole one."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     shutil.copyfile(source, partial)

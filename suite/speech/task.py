@@ -23,7 +23,7 @@ from shared.export import (
     serve,
     write_metadata,
 )
-from shared.task import Task
+from shared.task import Task, run_info
 from shared.vocab import Vocabulary
 from suite.speech import corpus
 from suite.speech.audio import SAMPLE_RATE, load_audio
@@ -313,6 +313,10 @@ class SpeechTask(Task):
     def transcribe(self, model, config, waveforms, batch_size=16, channel=None, decoder=None):
         """Transcripts of float32 waveforms with the Keras model, as the export gives them:
         the graph's own (`decoder=None`), or `decoder`'s from the graph's log-probabilities."""
+        return self._transcribe_each(model, config, waveforms, [decoder], batch_size, channel)[0]
+
+    def _transcribe_each(self, model, config, waveforms, decoders, batch_size=16, channel=None):
+        """`transcribe` for each of `decoders`, from one pass of the model."""
         endpoint = _endpoint(model, config, speech_vocabulary())
 
         @tf.function(reduce_retracing=True)
@@ -321,37 +325,33 @@ class SpeechTask(Task):
                 waveform = tf.map_fn(channel, waveform)
             return endpoint(waveform, length)
 
-        texts = [None] * len(waveforms)
+        texts = [[None] * len(waveforms) for _ in decoders]
         order = np.argsort([len(w) for w in waveforms])  # similar lengths batch together
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
             outputs = run(*pad([waveforms[i] for i in chosen]))
-            for i, text in zip(chosen, _texts(outputs, decoder), strict=True):
-                texts[i] = text
+            for column, decoder in zip(texts, decoders, strict=True):
+                for i, text in zip(chosen, _texts(outputs, decoder), strict=True):
+                    column[i] = text
         return texts
 
     def _decoder(self, config, lm_path):
-        d = config.decode
-        return LexiconDecoder(
-            lm_path,
-            speech_vocabulary().get_vocabulary(),
-            beam_width=d.lm_beam_width,
-            lm_weight=d.lm_weight,
-            word_score=d.word_score,
-        )
+        return LexiconDecoder(lm_path, speech_vocabulary().get_vocabulary(), **_lm_settings(config))
 
     def evaluate(self, model, config, data, run_dir):
         lm_path = self._language_model(config, data, run_dir)
         decoder = self._decoder(config, lm_path) if lm_path else None
         test = self._splits(config, data, ("test",))["test"]
-        hypotheses = self.transcribe(model, config, test.waveforms, decoder=decoder)
+        # With an LM, the graph's greedy transcripts come from the same pass: what it adds.
+        decoders = [decoder] if decoder is None else [decoder, None]
+        hypotheses, *greedy = self._transcribe_each(model, config, test.waveforms, decoders)
         scores = {
             "utterances": len(test.transcripts),
             "wer": metrics.wer(test.transcripts, hypotheses),
             "cer": metrics.cer(test.transcripts, hypotheses),
         }
-        if decoder is not None:  # what the LM adds
-            greedy = self.transcribe(model, config, test.waveforms)
+        if greedy:
+            (greedy,) = greedy
             scores["wer_greedy"] = metrics.wer(test.transcripts, greedy)
             scores["cer_greedy"] = metrics.cer(test.transcripts, greedy)
         telephone_hypotheses = self.transcribe(
@@ -381,30 +381,22 @@ class SpeechTask(Task):
     # -- export and serving --------------------------------------------------------------
     def export(self, model, config, run_dir, out_dir):
         # A run made before its LM existed builds it now, from the data it was trained on.
-        run_info = Path(run_dir) / "run.json"
-        data = json.loads(run_info.read_text()).get("data") if run_info.is_file() else None
-        lm_path = self._language_model(config, data, run_dir)
+        lm_path = self._language_model(config, run_info(run_dir).get("data"), run_dir)
         spec = [
             tf.TensorSpec([None, None], tf.float32, name="waveform"),
             tf.TensorSpec([None], tf.int32, name="length"),
         ]
         vocab = speech_vocabulary()
         path = export_endpoint(out_dir, _endpoint(model, config, vocab), spec, track=[model, vocab])
-        d = config.decode
         metadata = {
             "task": self.name,
             "sample_rate": SAMPLE_RATE,
             "max_seconds": config.data.max_seconds,
-            "decode": d.method,
+            "decode": config.decode.method,
         }
         if lm_path is not None:
             copy_language_model(lm_path, path / METADATA.parent)
-            metadata["lm"] = {
-                "file": str(METADATA.parent / LM_FILE),
-                "beam_width": d.lm_beam_width,
-                "lm_weight": d.lm_weight,
-                "word_score": d.word_score,
-            }
+            metadata["lm"] = {"file": str(METADATA.parent / LM_FILE), **_lm_settings(config)}
         write_metadata(path, metadata)
         return path
 
@@ -418,6 +410,12 @@ class SpeechTask(Task):
             batch, lengths = pad(waveforms[start : start + 16])
             lines += _texts(serve(export_dir, {"waveform": batch, "length": lengths}), decoder)
         return [f"{path}\t{text}" for path, text in zip(inputs, lines, strict=True)]
+
+
+def _lm_settings(config) -> dict:
+    """`LexiconDecoder`'s search settings from the config (an export's metadata keeps them)."""
+    d = config.decode
+    return {"beam_width": d.lm_beam_width, "lm_weight": d.lm_weight, "word_score": d.word_score}
 
 
 def export_lm_decoder(export_dir):
