@@ -16,6 +16,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+_ROOT = Path(__file__).resolve().parent.parent
 SIMD_FLAGS = (
     "sse4_2",
     "avx",
@@ -113,6 +114,23 @@ def _version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def git_commit() -> str:
+    """The checkout's short commit, `+dirty` when tracked files changed; `?` without git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "") if commit else "?"
+    except OSError:
+        return "?"
 
 
 def load_average() -> list[float]:

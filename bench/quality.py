@@ -66,6 +66,8 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
     row = {
         "domain": domain,
         "preset": preset,
+        # A resumed results file holds rows of several commits.
+        "git": machine.git_commit(),
         "budget_minutes": budget,
         "epochs": summary.get("epochs"),
         "fit_seconds": summary.get("fit_seconds"),

@@ -423,6 +423,7 @@ def quality_table(section: dict) -> list[str]:
                 _minutes(row.get("fit_seconds")),
                 _minutes(row["train_seconds"] + row["evaluate_seconds"]),
                 row.get("frame_cnn") or "–",
+                row.get("git", "–"),
                 "; ".join(scores),
             ]
         )
@@ -435,7 +436,8 @@ def quality_table(section: dict) -> list[str]:
             "epochs alone; `train + evaluate`: wall time of both commands, frame CNN "
             "training and feature caching included; the corpus was generated beforehand by "
             "`prepare`. `frame CNN`: trained in the run, or reused from an earlier run on "
-            "the same clips.",
+            "the same clips. `commit`: the code the row ran (a resumed file mixes commits; `–`: not "
+            "recorded, see the header).",
             "",
             *_table(
                 [
@@ -446,6 +448,7 @@ def quality_table(section: dict) -> list[str]:
                     "fit",
                     "train + evaluate",
                     "frame CNN",
+                    "commit",
                     "test metrics",
                 ],
                 body,

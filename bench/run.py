@@ -138,22 +138,6 @@ def forget_runs(results: dict, keep: set[tuple[str, str]]) -> None:
             results["sections"][section] = {"notes": notes} if notes else {}
 
 
-def _git() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "") if commit else "?"
-    except OSError:
-        return "?"
-
-
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -186,7 +170,7 @@ def main(argv=None) -> int:
         "schema": 1,
         "profile": profile.name,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "git": _git(),
+        "git": machine.git_commit(),
         "started": started.isoformat(timespec="seconds"),
         "repeats": profile.repeats,
         "seed": profile.seed,

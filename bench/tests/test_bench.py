@@ -117,12 +117,16 @@ def test_quality_rows_render_their_metrics_and_times():
         "evaluate_seconds": 60.0,
         "metrics": {"wer": 0.5, "cer": 0.125},
         "frame_cnn": None,
+        "git": "abc1234",
     }
-    results["sections"] = {"quality": {"rows": [row]}}
+    older = {key: value for key, value in row.items() if key != "git"} | {"domain": "x"}
+    results["sections"] = {"quality": {"rows": [row, older]}}  # older files' rows lack `git`
     markdown = report.render(results)
-    assert "| speech | small | 30 min | 12 | 25.0 min | 27.0 min | – | WER 50.0%; CER 12.5% |" in (
-        markdown
+    assert (
+        "| speech | small | 30 min | 12 | 25.0 min | 27.0 min | – | abc1234 | WER 50.0%; CER"
+        in (markdown)
     )
+    assert "| x | small | 30 min | 12 | 25.0 min | 27.0 min | – | – | WER 50.0%; CER" in markdown
     assert "Not measured in this run" not in markdown
 
 

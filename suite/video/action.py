@@ -22,7 +22,7 @@ class ActionClassifier(keras.Model):
         dropout: dropout between recurrent layers and before the softmax layer.
         input_dropout: dropout on the frame features (a regulariser for small clip sets).
         frame_encoder: optional `FrameEncoder` run inside the model on frames
-            `[batch, time, size, size, 3]` and trained with it (end-to-end fine-tuning);
+            `[batch, time, size, size, channels]` and trained with it (end-to-end fine-tuning);
             without one the model takes features `[batch, time, feature_dim]`.
         use_cudnn: passed to the backbone; exports rebuild with `False` or hide GPUs.
 
@@ -99,7 +99,8 @@ class ActionClassifier(keras.Model):
         """Creates the variables by running on a dummy batch of features (or frames)."""
         if self.frame_encoder is not None:
             size = frame_size or self.frame_encoder.size
-            dummy = ops.zeros((1, steps, size, size, 3), dtype="uint8")
+            channels = self.frame_encoder.channels
+            dummy = ops.zeros((1, steps, size, size, channels), dtype="uint8")
         else:
             dummy = ops.zeros((1, steps, feature_dim))
         self((dummy, ops.convert_to_tensor([steps])), training=False)

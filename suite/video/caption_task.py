@@ -1,9 +1,11 @@
 """The captioning task: clips -> frame CNN features -> `VideoCaptioner`, and its export.
 
 Data and the frame CNN are the action task's: the embedded clips (captioned from their
-render parameters), the same frame CNN (trained on the clips' action labels unless
-ImageNet weights are given) and the same feature cache, so the captioner trains on cached
-features only. The caption vocabulary (`caption_vocab.json`, words of the training
+render parameters), the frame CNN (trained on the clips unless ImageNet weights are given)
+and the feature cache, so the captioner trains on cached features only. Captions name
+colours as well as actions, so by default the CNN sees each frame beside its difference
+(`frames.modality=rgb_diff`) and learns the figure's colours beside the action
+(`cnn.attributes`). The caption vocabulary (`caption_vocab.json`, words of the training
 captions) is stored in the run dir with the CNN.
 """
 
@@ -72,8 +74,12 @@ class CaptionModelConfig:
 @dataclass
 class CaptionConfig:
     data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
-    frames: FramesConfig = field(default_factory=FramesConfig)
-    cnn: CnnTrainConfig = field(default_factory=CnnTrainConfig)
+    # Captions name the figure's colours, which frame differences hardly keep: the CNN sees
+    # the frame beside its difference and learns the colours beside the action.
+    frames: FramesConfig = field(default_factory=lambda: FramesConfig(modality="rgb_diff"))
+    cnn: CnnTrainConfig = field(
+        default_factory=lambda: CnnTrainConfig(attributes=["upper_color", "lower_color"])
+    )
     model: CaptionModelConfig = field(default_factory=CaptionModelConfig)
     decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam_width=3))
     train: TrainConfig = field(

@@ -74,9 +74,10 @@ ARCHITECTURES = {
     "convnet": ("convnet", {}, "tf"),
 }
 SAMPLING_MODES = ("uniform", "strided")
-# What the CNN sees of each sampled frame: the frame itself, or its difference from the
-# previous sampled frame (TSN's RGB-difference modality: the moving figure, not the scene).
-MODALITIES = ("rgb", "diff")
+# What the CNN sees of each sampled frame: the frame itself, its difference from the
+# previous sampled frame (TSN's RGB-difference modality: the moving figure, not the scene),
+# or both as 6 channels (the difference finds the figure, the frame shows its colours).
+MODALITIES = ("rgb", "diff", "rgb_diff")
 _CAFFE_MEANS = (103.939, 116.779, 123.68)
 
 
@@ -134,6 +135,13 @@ def resize_frames(frames, size: int):
     return tf.reshape(resized, tf.concat([shape[:-3], [size, size, 3]], axis=0))
 
 
+def modality_channels(modality: str) -> int:
+    """Channels of the images the CNN sees for `modality` (3, or 6 for `rgb_diff`)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; have {', '.join(MODALITIES)}")
+    return 6 if modality == "rgb_diff" else 3
+
+
 def frame_differences(frames):
     """uint8 [batch, time, S, S, 3] -> uint8 images of `(x[t] - x[t-1]) / 2 + 128`.
 
@@ -154,18 +162,23 @@ def prepare_frames(
     Args:
         frames: uint8 [batch, time, height, width, 3], right-padded in time.
         length: int [batch], valid frames of each clip (clamped to [1, time]).
-        modality: `rgb` (the sampled frames) or `diff` (`frame_differences` of them).
+        modality: `rgb` (the sampled frames), `diff` (`frame_differences` of them) or
+            `rgb_diff` (both, the frame's channels first).
     Returns:
-        `(uint8 [batch, num_frames, size, size, 3], valid int32 [batch])`.
+        `(uint8 [batch, num_frames, size, size, C], valid int32 [batch])`, C as
+        `modality_channels` says.
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown modality {modality!r}; have {', '.join(MODALITIES)}")
+    modality_channels(modality)  # validates
     frames = tf.convert_to_tensor(frames)
     time = tf.shape(frames)[1]
     length = tf.clip_by_value(tf.cast(length, tf.int32), 1, tf.maximum(time, 1))
     indices, valid = sample_positions(length, num_frames, mode, stride)
     picked = resize_frames(tf.gather(frames, indices, batch_dims=1), size)
-    return (frame_differences(picked) if modality == "diff" else picked), valid
+    if modality == "diff":
+        return frame_differences(picked), valid
+    if modality == "rgb_diff":
+        return tf.concat([picked, frame_differences(picked)], axis=-1), valid
+    return picked, valid
 
 
 # -- the CNN ----------------------------------------------------------------------------
@@ -176,9 +189,9 @@ def _check_architecture(architecture: str) -> None:
         )
 
 
-def plain_convnet(size: int, widths=(32, 64, 128, 128, 256)) -> keras.Model:
-    """Conv-BN-ReLU blocks (3x3; stride 2 but for the fourth), global average pooling."""
-    inputs = keras.Input((size, size, 3), name="images")
+def plain_convnet(size: int, widths=(32, 64, 128, 128, 256), channels: int = 3) -> keras.Model:
+    """Conv-BN-ReLU blocks (3x3; stride 2 but for the fourth), global max pooling."""
+    inputs = keras.Input((size, size, channels), name="images")
     x = inputs
     for number, width in enumerate(widths):
         stride = 1 if number == 3 else 2
@@ -196,9 +209,11 @@ class FrameEncoder(layers.Layer):
     Args:
         architecture: a key of `ARCHITECTURES` (e.g. `"mobilenet_v3_small"`).
         size: frames are `size` x `size` (see `prepare_frames`).
+        channels: 3, or 6 for `rgb_diff` frames (a CNN trained from scratch only: pretrained
+            weights expect 3).
 
     Call arguments:
-        frames: `[batch, time, size, size, 3]`, uint8 or float in [0, 255]. Every frame is
+        frames: `[batch, time, size, size, channels]`, uint8 or float in [0, 255]. Every frame is
             processed on its own (batch norm in inference mode too), so padded frames never
             change the features of valid ones.
 
@@ -211,17 +226,18 @@ class FrameEncoder(layers.Layer):
         TensorShape([2, 5, 576])
     """
 
-    def __init__(self, architecture="mobilenet_v3_small", size=112, **kwargs):
+    def __init__(self, architecture="mobilenet_v3_small", size=112, channels=3, **kwargs):
         super().__init__(**kwargs)
         _check_architecture(architecture)
-        self.architecture = architecture
-        self.size = size
+        self.architecture, self.size, self.channels = architecture, size, channels
         constructor, extra, self._preprocessing = ARCHITECTURES[architecture]
+        if channels != 3 and self._preprocessing == "caffe":
+            raise DataError(f"{architecture} takes RGB images only (3 channels, BGR means)")
         if constructor == "convnet":
-            self.cnn = plain_convnet(size)
+            self.cnn = plain_convnet(size, channels=channels)
         else:
             self.cnn = getattr(keras.applications, constructor)(
-                input_shape=(size, size, 3),
+                input_shape=(size, size, channels),
                 include_top=False,
                 weights=None,
                 pooling="avg",
@@ -240,13 +256,13 @@ class FrameEncoder(layers.Layer):
         return images
 
     def embed_images(self, images, training=None):
-        """Features `[n, feature_dim]` of images `[n, size, size, 3]`."""
+        """Features `[n, feature_dim]` of images `[n, size, size, channels]`."""
         images = self._preprocess(ops.cast(images, "float32"))
         return self.cnn(images, training=training)
 
     def call(self, frames, training=None):
         shape = ops.shape(frames)
-        images = ops.reshape(frames, (-1, self.size, self.size, 3))
+        images = ops.reshape(frames, (-1, self.size, self.size, self.channels))
         features = self.embed_images(images, training=training)
         return ops.reshape(features, (shape[0], shape[1], self.feature_dim))
 
@@ -254,19 +270,31 @@ class FrameEncoder(layers.Layer):
         return (input_shape[0], input_shape[1], self.feature_dim)
 
     def get_config(self):
-        return {**super().get_config(), "architecture": self.architecture, "size": self.size}
+        return {
+            **super().get_config(),
+            "architecture": self.architecture,
+            "size": self.size,
+            "channels": self.channels,
+        }
 
 
-def build_frame_encoder(architecture: str, size: int, weights: str = "") -> FrameEncoder:
+def build_frame_encoder(
+    architecture: str, size: int, weights: str = "", channels: int = 3
+) -> FrameEncoder:
     """A built `FrameEncoder` with random weights, weights from a file, or `imagenet`.
 
     Raises:
-        DataError: for an unknown architecture, a missing or mismatched weights file, or
-            `imagenet` weights that cannot be downloaded here.
+        DataError: for an unknown architecture, a missing or mismatched weights file,
+            `imagenet` weights that cannot be downloaded here, or weights for 6 channels.
     """
     _check_architecture(architecture)
-    encoder = FrameEncoder(architecture, size, name="frame_encoder")
-    encoder.build((None, None, size, size, 3))
+    if weights and channels != 3:
+        raise DataError(
+            f"frames.weights: pretrained weights take RGB frames, not {channels} channels; "
+            "use frames.modality=rgb or diff with them, or train the CNN (frames.weights='')"
+        )
+    encoder = FrameEncoder(architecture, size, channels, name="frame_encoder")
+    encoder.build((None, None, size, size, channels))
     if not weights:
         return encoder
     constructor, extra, _ = ARCHITECTURES[architecture]
@@ -306,21 +334,39 @@ def build_frame_encoder(architecture: str, size: int, weights: str = "") -> Fram
 def weights_digest(encoder: FrameEncoder) -> str:
     """A hash of the encoder's architecture, size and every weight value."""
     digest = hashlib.sha1(f"{encoder.architecture}:{encoder.size}".encode())
+    # 6-channel CNNs differ in their first kernel's shape, which the values below miss.
+    if encoder.channels != 3:
+        digest.update(f":{encoder.channels}".encode())
     for weight in encoder.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
 
 
 # -- training the CNN on clips (Temporal Segment Network) --------------------------------
-class _KeepBest(keras.callbacks.Callback):
-    """Restores the weights of the epoch with the best `monitor` at the end of training."""
+def _mean_accuracy(logs: dict, prefix: str = "val_") -> float | None:
+    """The mean of the `accuracy` entries of `logs` that start with `prefix` (None if none)."""
+    values = [
+        value
+        for name, value in logs.items()
+        if name.startswith(prefix)
+        and name.endswith("accuracy")
+        and (prefix or not name.startswith("val_"))
+    ]
+    return float(np.mean(values)) if values else None
 
-    def __init__(self, monitor):
+
+class _KeepBest(keras.callbacks.Callback):
+    """Restores the weights of the epoch with the best mean accuracy at the end of training.
+
+    `prefix` picks the logs: `val_` for the validation accuracies, "" for the training ones.
+    """
+
+    def __init__(self, prefix="val_"):
         super().__init__()
-        self.monitor, self.best, self.weights, self.best_epoch = monitor, -np.inf, None, None
+        self.prefix, self.best, self.weights, self.best_epoch = prefix, -np.inf, None, None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        value = _mean_accuracy(logs or {}, self.prefix)
         if value is not None and value > self.best:
             self.best, self.weights, self.best_epoch = value, self.model.get_weights(), epoch + 1
 
@@ -375,8 +421,12 @@ def segment_positions(valid, segments: int, random: bool):
     return tf.clip_by_value(positions, 0, tf.cast(valid, tf.int32) - 1)
 
 
-def augment_clip(frames):
-    """One random crop, flip and colour change for all frames of a clip [K, S, S, 3] float."""
+def augment_clip(frames, greyscale: float = 0.15):
+    """One random crop, flip and colour change for all frames of a clip [K, S, S, C] float.
+
+    The colour change (contrast, brightness, and greyscale with probability `greyscale`)
+    touches the first 3 channels only: the frame of `rgb_diff` input, not its difference.
+    """
     size = tf.shape(frames)[1]
     scale = tf.random.uniform([], 0.8, 1.0)
     aspect = tf.random.uniform([], 0.85, 1.0 / 0.85)
@@ -392,28 +442,32 @@ def augment_clip(frames):
     frames = tf.cond(
         tf.random.uniform([]) < 0.5, lambda: tf.reverse(frames, axis=[2]), lambda: frames
     )
+    rgb, rest = frames[..., :3], frames[..., 3:]
     contrast = tf.random.uniform([], 0.75, 1.25)
     brightness = tf.random.uniform([], -30.0, 30.0)
-    mean = tf.reduce_mean(frames, axis=[1, 2, 3], keepdims=True)
-    frames = (frames - mean) * contrast + mean + brightness
-    grey = tf.reduce_sum(frames * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-    frames = tf.cond(
-        tf.random.uniform([]) < 0.15, lambda: tf.tile(grey, [1, 1, 1, 3]), lambda: frames
+    mean = tf.reduce_mean(rgb, axis=[1, 2, 3], keepdims=True)
+    rgb = (rgb - mean) * contrast + mean + brightness
+    grey = tf.reduce_sum(rgb * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    rgb = tf.cond(
+        tf.random.uniform([]) < greyscale, lambda: tf.tile(grey, [1, 1, 1, 3]), lambda: rgb
     )
-    return tf.clip_by_value(frames, 0.0, 255.0)
+    return tf.clip_by_value(tf.concat([rgb, rest], axis=-1), 0.0, 255.0)
 
 
-def segment_dataset(frames, valid, labels, segments, batch_size, training, seed=0, augment=None):
-    """Batches of `(segment frames float32 [B, K, S, S, 3], label)` from an array of clips.
+def segment_dataset(
+    frames, valid, labels, segments, batch_size, training, seed=0, augment=None, greyscale=0.15
+):
+    """Batches of `(segment frames float32 [B, K, S, S, C], labels)` from an array of clips.
 
-    `frames` is uint8 [N, T, S, S, 3], in memory or a `numpy.memmap`. `training` shuffles
-    and draws random positions in the segments; `augment` (default: `training`) also
-    changes crop, flip and colours.
+    `frames` is uint8 [N, T, S, S, C], in memory or a `numpy.memmap`; `labels` an int array
+    [N] or a dict of them (one per output head). `training` shuffles and draws random
+    positions in the segments; `augment` (default: `training`) also changes crop, flip and
+    colours (greyscale with probability `greyscale`).
     """
     augment = training if augment is None else augment
-    count = len(labels)
+    count = len(valid)
     valid = np.asarray(valid, np.int32)
-    labels = np.asarray(labels, np.int32)
+    labels = tf.nest.map_structure(lambda ids: tf.constant(np.asarray(ids, np.int32)), labels)
     shape = frames.shape[1:]
 
     def fetch(index):
@@ -425,8 +479,8 @@ def segment_dataset(frames, valid, labels, segments, batch_size, training, seed=
         positions = segment_positions(tf.gather(valid, index), segments, training)
         picked = tf.cast(tf.gather(clip, positions), tf.float32)
         if augment:
-            picked = augment_clip(picked)
-        return picked, tf.gather(labels, index)
+            picked = augment_clip(picked, greyscale)
+        return picked, tf.nest.map_structure(lambda ids: tf.gather(ids, index), labels)
 
     dataset = tf.data.Dataset.range(count)
     if training:
@@ -437,7 +491,7 @@ def segment_dataset(frames, valid, labels, segments, batch_size, training, seed=
 
 def train_frame_encoder(
     encoder: FrameEncoder,
-    num_classes: int,
+    num_classes: int | dict[str, int],
     train: tuple,
     valid: tuple | None = None,
     segments: int = 4,
@@ -449,29 +503,47 @@ def train_frame_encoder(
     seed: int = 0,
     verbose: int = 2,
 ) -> dict:
-    """Trains `encoder` in place as a Temporal Segment Network action classifier.
+    """Trains `encoder` in place as a Temporal Segment Network classifier.
 
-    Batch norms train with momentum 0.9 (the 0.999 of some architectures suits ImageNet's
-    long schedules, not a few epochs) and are recalibrated on clean frames at the end.
+    One head classifies the action; more heads (`num_classes` as a dict `{head: classes}`,
+    labels as a dict of arrays alike) make it multi-task, e.g. the figure's colours beside
+    the action, so that the features carry what a captioner needs to say. A label of -1 is
+    unknown and adds no loss. The epoch with the best mean validation accuracy over the
+    heads is kept. Batch norms train with momentum 0.9 (the 0.999 of some architectures
+    suits ImageNet's long schedules, not a few epochs) and are recalibrated on clean frames.
 
     Args:
-        train, valid: `(frames uint8 [N, T, S, S, 3], valid frames [N], labels [N])`.
+        train, valid: `(frames uint8 [N, T, S, S, C], valid frames [N], labels)`, labels
+            an int array [N] (one head) or a dict of them keyed like `num_classes`.
     Returns:
-        A summary: epochs, the best epoch and its validation accuracy, the last train accuracy.
+        A summary: epochs, the best epoch and its validation accuracy (per head too), the
+        last train accuracy.
     """
+    heads = num_classes
+    if not isinstance(heads, dict):  # one head: the action
+        heads = {"action": num_classes}
+        train = (*train[:2], {"action": train[2]})
+        valid = (*valid[:2], {"action": valid[2]}) if valid else None
     size = encoder.size
     for layer in _batch_norms(encoder):
         layer.momentum = 0.9
-    inputs = keras.Input((segments, size, size, 3), dtype="float32", name="segments")
+    inputs = keras.Input((segments, size, size, encoder.channels), dtype="float32", name="segments")
     pooled = layers.GlobalAveragePooling1D(name="consensus")(encoder(inputs))
     # CNN features come in any scale (ReLU6-bounded, unbounded, max-pooled): normalised,
     # the classifier starts near uniform instead of confidently wrong.
     pooled = layers.LayerNormalization(name="norm")(pooled)
     pooled = layers.Dropout(dropout, name="dropout")(pooled)
-    outputs = layers.Dense(num_classes, activation="softmax", name="action")(pooled)
+    outputs = {
+        head: layers.Dense(count, activation="softmax", name=head)(pooled)
+        for head, count in heads.items()
+    }
     model = keras.Model(inputs, outputs, name="segment_network")
 
-    train_ds = segment_dataset(*train, segments, batch_size, True, seed, augment=augment)
+    # Colours are labels here: no augmentation may turn a clip grey.
+    greyscale = 0.15 if list(heads) == ["action"] else 0.0
+    train_ds = segment_dataset(
+        *train, segments, batch_size, True, seed, augment=augment, greyscale=greyscale
+    )
     valid_ds = segment_dataset(*valid, segments, batch_size, False) if valid else None
     steps = max(1, epochs * int(train_ds.cardinality()))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -479,10 +551,10 @@ def train_frame_encoder(
     )
     model.compile(
         keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=1.0),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss={head: keras.losses.SparseCategoricalCrossentropy(ignore_class=-1) for head in heads},
+        metrics={head: ["accuracy"] for head in heads},
     )
-    keep = _KeepBest("val_accuracy" if valid_ds is not None else "accuracy")
+    keep = _KeepBest("val_" if valid_ds is not None else "")
     history = model.fit(
         train_ds,
         validation_data=valid_ds,
@@ -495,15 +567,20 @@ def train_frame_encoder(
     recalibrate_batch_norm(encoder, clean)
     summary = {}
     if valid_ds is not None:
-        summary["recalibrated_val_accuracy"] = float(
-            model.evaluate(valid_ds, verbose=0, return_dict=True)["accuracy"]
-        )
+        scores = model.evaluate(valid_ds, verbose=0, return_dict=True)
+        summary["recalibrated_val_accuracy"] = _mean_accuracy(scores, prefix="")
+        if len(heads) > 1:
+            summary["recalibrated_val_accuracy_per_head"] = {
+                head: float(scores[f"{head}_accuracy"]) for head in heads
+            }
+    last = {name: values[-1] for name, values in history.history.items()}
     return {
         **summary,
         "epochs": epochs,
+        "heads": heads,
         "best_epoch": keep.best_epoch,
-        "best_" + keep.monitor: float(keep.best),
-        "last_accuracy": float(history.history["accuracy"][-1]),
+        ("best_val_accuracy" if valid_ds is not None else "best_accuracy"): float(keep.best),
+        "last_accuracy": _mean_accuracy(last, prefix=""),
     }
 
 

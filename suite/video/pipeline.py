@@ -34,7 +34,13 @@ import tensorflow as tf
 from shared.config import data_dir
 from shared.errors import DataError
 from suite.video import corpus
-from suite.video.features import FeatureCache, FrameEncoder, encode_clips, prepare_frames
+from suite.video.features import (
+    FeatureCache,
+    FrameEncoder,
+    encode_clips,
+    modality_channels,
+    prepare_frames,
+)
 from suite.video.frames import read_class_folders, read_video
 
 SPLITS = ("train", "valid", "test")
@@ -63,7 +69,7 @@ class FramesSpec:
     size: int
     sampling: str = "uniform"
     stride: int = 2
-    modality: str = "rgb"  # rgb | diff (features.MODALITIES)
+    modality: str = "rgb"  # rgb | diff | rgb_diff (features.MODALITIES)
 
 
 class ClipSource:
@@ -239,6 +245,32 @@ def manifest_source(root: Path) -> FileSource:
     return FileSource(f"rendered corpus {root}", labels, splits, manifests)
 
 
+def clip_attributes(source: ClipSource, split: str, names: Sequence[str]) -> dict[str, list]:
+    """Each clip's value of the manifest columns `names` (render parameters), in clip order.
+
+    A value the frames cannot show is None: the figure's colours in a greyscale clip.
+    Returns {} where the source has no manifests (videos of a folder, a table, TFDS).
+
+    Raises:
+        DataError: naming the manifest that lacks one of the columns.
+    """
+    manifests = getattr(source, "manifests", {})
+    if not names or split not in manifests:
+        return {}
+    rows = {row["clip_id"]: row for row in corpus.read_manifest(manifests[split])}
+    columns = next(iter(rows.values())).keys() if rows else names
+    missing = [name for name in names if name not in columns]
+    if missing:
+        raise DataError(f"{manifests[split]}: no column {', '.join(missing)} (cnn.attributes)")
+
+    def visible(row, name):
+        hidden = name.endswith("_color") and bool(row.get("greyscale"))
+        return None if hidden else str(row[name])
+
+    clips = source.clips(split)
+    return {name: [visible(rows[clip.key], name) for clip in clips] for name in names}
+
+
 def file_key(path: Path) -> str:
     """A cache key for a user's video: its name and a hash of its path, size and mtime."""
     path = Path(path).resolve()
@@ -368,13 +400,13 @@ def _clip_preparer(spec: FramesSpec):
 
 
 def prepare_clip(frames: np.ndarray, spec: FramesSpec) -> tuple[np.ndarray, int]:
-    """One decoded clip [time, h, w, 3] -> (uint8 [T, S, S, 3], valid frames)."""
+    """One decoded clip [time, h, w, 3] -> (uint8 [T, S, S, C], valid frames)."""
     picked, valid = _clip_preparer(spec)(tf.constant(frames))
     return picked.numpy(), int(valid)
 
 
 def prepared_clips(source: ClipSource, clips: Sequence[Clip], spec: FramesSpec, workers=2):
-    """`(clip, frames uint8 [T, S, S, 3], valid)` for every clip, in order."""
+    """`(clip, frames uint8 [T, S, S, C], valid)` for every clip, in order."""
     for clip, frames in source.raw_frames(clips, workers):
         picked, valid = prepare_clip(frames, spec)
         yield clip, picked, valid
@@ -382,7 +414,7 @@ def prepared_clips(source: ClipSource, clips: Sequence[Clip], spec: FramesSpec, 
 
 @dataclass
 class ClipArrays:
-    """A split as arrays: `inputs` (features [N, T, D] or frames [N, T, S, S, 3]), `valid`
+    """A split as arrays: `inputs` (features [N, T, D] or frames [N, T, S, S, C]), `valid`
     [N], `labels` [N] (indices into the label list) and the clips."""
 
     inputs: np.ndarray
@@ -408,12 +440,13 @@ def _require(clips, split, source):
 def clip_frames(
     source: ClipSource, split: str, labels, spec: FramesSpec, workers=2, progress=True
 ) -> ClipArrays:
-    """Prepared frames of a split: uint8 [N, T, S, S, 3], in memory or (when large) a file."""
+    """Prepared frames of a split: uint8 [N, T, S, S, C], in memory or (when large) a file."""
     from tqdm.auto import tqdm
 
     clips = source.clips(split)
     _require(clips, split, source)
-    shape = (len(clips), spec.num_frames, spec.size, spec.size, 3)
+    channels = modality_channels(spec.modality)
+    shape = (len(clips), spec.num_frames, spec.size, spec.size, channels)
     if int(np.prod(shape)) <= IN_MEMORY_BYTES:
         frames = np.empty(shape, np.uint8)
     else:

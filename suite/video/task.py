@@ -29,11 +29,13 @@ from suite.video.action import ActionClassifier
 from suite.video.features import (
     MODALITIES,
     build_frame_encoder,
+    modality_channels,
     train_frame_encoder,
 )
 from suite.video.frames import read_video
 from suite.video.pipeline import (
     FramesSpec,
+    clip_attributes,
     clip_features,
     clip_frames,
     corpus_root,
@@ -74,9 +76,10 @@ class FramesConfig:
     size: int = 96
     sampling: str = "uniform"  # uniform | strided
     stride: int = 2
-    # rgb | diff: the CNN sees each sampled frame minus the one before (TSN's RGB
+    # rgb | diff | rgb_diff: the CNN sees each sampled frame minus the one before (TSN's RGB
     # difference). On the embedded corpus, whose small figure moves over busy static
-    # scenes, the difference is what a CNN trained from scratch can learn from.
+    # scenes, the difference is what a CNN trained from scratch can learn from; rgb_diff
+    # gives it the frame too (6 channels), for what only the frame shows (colours).
     modality: str = "diff"
     # Frame CNN: a key of suite.video.features.ARCHITECTURES. The default `convnet` is a
     # plain CNN that trains from scratch quickly; keras.applications nets (mobilenet_v3_small,
@@ -103,6 +106,9 @@ class CnnTrainConfig:
     tune_pretrained: bool = False
     # Reuse a CNN trained before on the same clips with the same settings (any run's).
     reuse: bool = True
+    # Render parameters (manifest columns) the CNN also learns to classify beside the
+    # action, e.g. upper_color, lower_color: multi-task, so its features carry them.
+    attributes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,6 +182,7 @@ def save_frame_encoder(run_dir: Path, encoder, **info) -> None:
     info = {
         "architecture": encoder.architecture,
         "size": encoder.size,
+        "channels": encoder.channels,
         "feature_dim": encoder.feature_dim,
         **info,
     }
@@ -196,7 +203,9 @@ def load_frame_encoder(run_dir: Path):
     if not (info_path.is_file() and weights_path.is_file()):
         raise DataError(f"{run_dir}: no frame CNN ({CNN_WEIGHTS}); run `rnnsuite action train`")
     info = json.loads(info_path.read_text())
-    encoder = build_frame_encoder(info["architecture"], info["size"])
+    encoder = build_frame_encoder(
+        info["architecture"], info["size"], channels=info.get("channels", 3)
+    )
     encoder.cnn.load_weights(str(weights_path))
     return encoder
 
@@ -209,15 +218,43 @@ def trained_cnn_dir(config, source, labels) -> Path:
     clips train the CNN once and cache features from the same weights.
     """
     frames = {k: v for k, v in dataclasses.asdict(config.frames).items() if k != "batch_size"}
+    cnn = {k: v for k, v in dataclasses.asdict(config.cnn).items() if k != "reuse"}
+    if not cnn["attributes"]:  # CNNs trained before attributes existed keep their key
+        del cnn["attributes"]
     shaping = {
         "clips": [(c.key, c.label) for s in ("train", "valid") for c in source.clips(s)],
         "labels": list(labels),
         "frames": frames,
-        "cnn": {k: v for k, v in dataclasses.asdict(config.cnn).items() if k != "reuse"},
+        "cnn": cnn,
         "seed": config.train.seed,
     }
     digest = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
     return data_dir() / "video" / "frame_cnn" / digest
+
+
+def cnn_targets(source, labels, attributes, arrays) -> tuple[dict, dict]:
+    """What the frame CNN learns: the action and each of the clip `attributes`.
+
+    Args:
+        arrays: `{split: ClipArrays}` of the splits it trains and validates on.
+    Returns:
+        `(heads {name: classes}, {split: {name: int32 labels [N]}})`. An attribute's classes
+        are its values on the training clips, sorted; a value the frames cannot show, or
+        one the training clips never have, is -1 (no loss).
+    """
+    heads = {"action": len(labels)}
+    targets = {split: {"action": clips.labels} for split, clips in arrays.items()}
+    values = {split: clip_attributes(source, split, attributes) for split in arrays}
+    if attributes and not values["train"]:
+        print(f"frame CNN: {source.description} has no render parameters; trains on actions only")
+    for name, train_values in values["train"].items():
+        classes = sorted({value for value in train_values if value is not None})
+        index = {value: number for number, value in enumerate(classes)}
+        heads[name] = len(classes)
+        for split in arrays:
+            ids = [index.get(value, -1) for value in values[split][name]]
+            targets[split][name] = np.asarray(ids, np.int32)
+    return heads, targets
 
 
 def run_frame_encoder(config, run_dir, source, labels, spec):
@@ -232,13 +269,15 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     f, c = config.frames, config.cnn
     if (run_dir / CNN_WEIGHTS).is_file():
         encoder = load_frame_encoder(run_dir)
-        if (encoder.architecture, encoder.size) != (f.cnn, f.size):
+        have = (encoder.architecture, encoder.size, encoder.channels)
+        if have != (f.cnn, f.size, modality_channels(f.modality)):
             raise DataError(
-                f"{run_dir}: its frame CNN is {encoder.architecture} at {encoder.size}px, "
-                f"the config asks for {f.cnn} at {f.size}px; use a new --run-dir"
+                f"{run_dir}: its frame CNN is {encoder.architecture} at {encoder.size}px on "
+                f"{encoder.channels} channels, the config asks for {f.cnn} at {f.size}px on "
+                f"{f.modality} frames; use a new --run-dir"
             )
         return encoder, None
-    encoder = build_frame_encoder(f.cnn, f.size, f.weights)
+    encoder = build_frame_encoder(f.cnn, f.size, f.weights, modality_channels(f.modality))
     progress = config.train.verbose != 0
     if not f.weights and len(labels) < 2:
         print(
@@ -258,13 +297,13 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
         valid_frames = (
             clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
         )
+        arrays = {"train": train_frames, **({"valid": valid_frames} if valid_frames else {})}
+        heads, targets = cnn_targets(source, labels, c.attributes, arrays)
         trained = train_frame_encoder(
             encoder,
-            len(labels),
-            (train_frames.inputs, train_frames.valid, train_frames.labels),
-            (valid_frames.inputs, valid_frames.valid, valid_frames.labels)
-            if valid_frames
-            else None,
+            heads,
+            (train_frames.inputs, train_frames.valid, targets["train"]),
+            (valid_frames.inputs, valid_frames.valid, targets["valid"]) if valid_frames else None,
             segments=min(c.segments, spec.num_frames),
             epochs=c.epochs,
             batch_size=c.batch_size,
