@@ -82,16 +82,18 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
 
 
 def _frame_cnn(run_dir: Path) -> str | None:
-    """How a video run got its frame CNN: trained in the run, or reused from the cache."""
-    from suite.video.task import CNN_INFO
+    """How a video run got its frame CNNs: trained in the run, or reused from the cache
+    (the caption run's appearance CNN, where it has one, after a `+`)."""
+    from suite.video.task import cnn_files
 
-    path = run_dir / CNN_INFO
-    if not path.is_file():
-        return None
-    info = json.loads(path.read_text())
-    if "reused_from" in info:
-        return "reused"
-    return "trained" if info.get("training") else "not trained"
+    how = []
+    for name in ("frame_cnn", "appearance_cnn"):
+        path = cnn_files(run_dir, name)[1]
+        if path.is_file():
+            info = json.loads(path.read_text())
+            trained = "trained" if info.get("training") else "not trained"
+            how.append("reused" if "reused_from" in info else trained)
+    return " + ".join(how) or None
 
 
 def run(profile, threads, log, domains=None) -> list[dict]:

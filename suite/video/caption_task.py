@@ -1,17 +1,20 @@
 """The captioning task: clips -> frame CNN features -> `VideoCaptioner`, and its export.
 
 Data and the frame CNN are the action task's: the embedded clips (captioned from their
-render parameters), the frame CNN (trained on the clips unless ImageNet weights are given)
-and the feature cache, so the captioner trains on cached features only. Captions name
-colours as well as actions, so by default the CNN sees each frame beside its difference
-(`frames.modality=rgb_diff`) and learns the figure's colours beside the action
-(`cnn.attributes`). The caption vocabulary (`caption_vocab.json`, words of the training
-captions) is stored in the run dir with the CNN.
+render parameters), the same frame CNN (trained on the clips' action labels unless
+ImageNet weights are given) and the same feature cache, so the captioner trains on cached
+features only. Captions also name the figure's colours, which that CNN's frame differences
+lose: a second CNN, the appearance stream (as TSN's RGB stream beside its RGB-difference
+one), sees each frame beside its difference and learns the colours from the render
+parameters (`appearance`); the captioner reads both CNNs' features side by side. The
+caption vocabulary (`caption_vocab.json`, words of the training captions) is stored in
+the run dir with the CNNs.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +35,21 @@ from suite.video.caption_data import (
 )
 from suite.video.captioning import VideoCaptioner
 from suite.video.captions import ACTION_WORDS, names_action
-from suite.video.pipeline import clip_features, load_labels, prepare_batch, save_labels
+from suite.video.pipeline import (
+    ClipArrays,
+    clip_attributes,
+    clip_features,
+    load_labels,
+    prepare_batch,
+    save_labels,
+)
 from suite.video.task import PRESETS as ACTION_PRESETS
 from suite.video.task import (
     ActionDataConfig,
     ActionTask,
     CnnTrainConfig,
     FramesConfig,
+    cnn_files,
     frames_spec,
     load_frame_encoder,
     run_frame_encoder,
@@ -46,6 +57,7 @@ from suite.video.task import (
 )
 
 VOCAB_FILE = "caption_vocab.json"
+APPEARANCE = "appearance_cnn"  # the appearance stream's files in the run dir
 
 
 @dataclass
@@ -55,6 +67,17 @@ class CaptionDataConfig(ActionDataConfig):
     # Training captions with more words are skipped; decoding stops after this many.
     max_length: int = 24
     max_vocab: int = 2000
+
+
+@dataclass
+class AppearanceConfig(CnnTrainConfig):
+    """The appearance stream: a second frame CNN (`frames.cnn`, trained from scratch) that
+    learns `attributes` from `modality` frames; no attributes, or a source without render
+    parameters (a captions table), leaves it out."""
+
+    modality: str = "rgb_diff"
+    attributes: list[str] = field(default_factory=lambda: ["upper_color", "lower_color"])
+    action: bool = False
 
 
 @dataclass
@@ -74,12 +97,9 @@ class CaptionModelConfig:
 @dataclass
 class CaptionConfig:
     data: CaptionDataConfig = field(default_factory=CaptionDataConfig)
-    # Captions name the figure's colours, which frame differences hardly keep: the CNN sees
-    # the frame beside its difference and learns the colours beside the action.
-    frames: FramesConfig = field(default_factory=lambda: FramesConfig(modality="rgb_diff"))
-    cnn: CnnTrainConfig = field(
-        default_factory=lambda: CnnTrainConfig(attributes=["upper_color", "lower_color"])
-    )
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    cnn: CnnTrainConfig = field(default_factory=CnnTrainConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
     model: CaptionModelConfig = field(default_factory=CaptionModelConfig)
     decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam_width=3))
     train: TrainConfig = field(
@@ -91,9 +111,12 @@ class CaptionConfig:
 
 def _with_action_clips(name: str, data=None, **sections) -> dict:
     """A caption preset on the action preset `name`'s clips, frames and frame CNN (so that
-    both tasks render, cache and encode the same clips), plus caption-specific `sections`."""
+    both tasks render, cache and encode the same clips), plus caption-specific `sections`.
+    The appearance CNN trains as long as the action one."""
     action = ACTION_PRESETS[name]
     preset = {key: dict(action[key]) for key in ("data", "frames", "cnn") if key in action}
+    if "cnn" in preset:
+        preset["appearance"] = dict(preset["cnn"])
     if data:
         preset["data"] = {**preset.get("data", {}), **data}
     return {**preset, **sections}
@@ -116,6 +139,23 @@ PRESETS = {
         train={"epochs": 40, "batch_size": 64},
     ),
 }
+
+
+def appearance_config(config):
+    """`config` as the appearance CNN sees it: its frames modality and training settings."""
+    frames = dataclasses.replace(config.frames, modality=config.appearance.modality, weights="")
+    return dataclasses.replace(config, frames=frames, cnn=config.appearance)
+
+
+def load_streams(config, run_dir: Path) -> list:
+    """The run's frame CNNs, `(encoder, frames spec)` each: the action task's CNN, then
+    the appearance CNN where the run has one."""
+    streams = [(load_frame_encoder(run_dir), frames_spec(config))]
+    if cnn_files(run_dir, APPEARANCE)[0].is_file():
+        streams.append(
+            (load_frame_encoder(run_dir, APPEARANCE), frames_spec(appearance_config(config)))
+        )
+    return streams
 
 
 def load_caption_vocab(run_dir: Path) -> Vocabulary:
@@ -142,26 +182,43 @@ class CaptionTask(Task):
     def prepare(self, config, data):
         return self._source(config, data).summary()
 
-    def _features(self, config, captioned, split, labels, encoder):
-        d = config.data
-        return clip_features(
-            captioned.source,
-            split,
-            labels,
-            frames_spec(config),
-            encoder,
-            config.frames.batch_size,
-            d.workers,
-            config.train.verbose != 0,
-        )
+    def _features(self, config, captioned, split, labels, streams) -> ClipArrays:
+        """Each stream's cached features of a split, side by side `[N, T, D1 + D2]`."""
+        parts = [
+            clip_features(
+                captioned.source,
+                split,
+                labels,
+                spec,
+                encoder,
+                config.frames.batch_size,
+                config.data.workers,
+                config.train.verbose != 0,
+            )
+            for encoder, spec in streams
+        ]
+        inputs = np.concatenate([part.inputs for part in parts], axis=-1)
+        return dataclasses.replace(parts[0], inputs=inputs)
+
+    def _train_streams(self, config, run_dir, source, labels) -> list:
+        """Trains (or reuses) the run's frame CNNs; `(encoder, frames spec)` of each."""
+        encoder, _ = run_frame_encoder(config, run_dir, source, labels, frames_spec(config))
+        streams = [(encoder, frames_spec(config))]
+        attributes = config.appearance.attributes
+        if attributes and not clip_attributes(source, "train", attributes):
+            print(f"appearance stream: {source.description} has no render parameters; left out")
+        elif attributes:
+            stream = appearance_config(config)
+            spec = frames_spec(stream)
+            appearance, _ = run_frame_encoder(stream, run_dir, source, labels, spec, APPEARANCE)
+            streams.append((appearance, spec))
+        return streams
 
     def datasets(self, config, data, run_dir):
         run_dir = Path(run_dir)
         captioned = self._source(config, data)
         labels = save_labels(run_dir, captioned.source.labels)
-        encoder, _ = run_frame_encoder(
-            config, run_dir, captioned.source, labels, frames_spec(config)
-        )
+        streams = self._train_streams(config, run_dir, captioned.source, labels)
         d, t = config.data, config.train
         vocab_path = run_dir / VOCAB_FILE
         if not vocab_path.is_file():
@@ -172,7 +229,7 @@ class CaptionTask(Task):
         vocab = load_caption_vocab(run_dir)
 
         def split_dataset(split, shuffle):
-            arrays = self._features(config, captioned, split, labels, encoder)
+            arrays = self._features(config, captioned, split, labels, streams)
             limit = d.max_length if shuffle else None
             indices, ids = encode_captions(vocab, captioned.references(split), limit)
             return caption_dataset(
@@ -186,7 +243,7 @@ class CaptionTask(Task):
     # -- model ---------------------------------------------------------------------------
     def build_model(self, config, run_dir):
         vocab = load_caption_vocab(run_dir)
-        encoder = load_frame_encoder(run_dir)
+        streams = load_streams(config, run_dir)
         m = config.model
         model = VideoCaptioner(
             vocab.size,
@@ -200,7 +257,7 @@ class CaptionTask(Task):
             dropout=m.dropout,
             input_dropout=m.input_dropout,
         )
-        return model.build_for(encoder.feature_dim)
+        return model.build_for(sum(encoder.feature_dim for encoder, _ in streams))
 
     def compile_args(self, config):
         return {
@@ -229,9 +286,8 @@ class CaptionTask(Task):
         run_dir = Path(run_dir)
         captioned = self._source(config, data)
         labels = load_labels(run_dir)
-        encoder = load_frame_encoder(run_dir)
         vocab = load_caption_vocab(run_dir)
-        arrays = self._features(config, captioned, "test", labels, encoder)
+        arrays = self._features(config, captioned, "test", labels, load_streams(config, run_dir))
         hypotheses = self.describe(model, config, vocab, arrays.inputs, arrays.valid)
         references = captioned.references("test")
         scores = {
@@ -257,15 +313,18 @@ class CaptionTask(Task):
 
     # -- export and serving --------------------------------------------------------------
     def export(self, model, config, run_dir, out_dir):
+        streams = load_streams(config, run_dir)
         spec = frames_spec(config)
-        encoder = load_frame_encoder(run_dir)
         vocab = load_caption_vocab(run_dir)
         d = config.decode
         max_length = config.data.max_length + 1
 
         def describe(frames, length):
-            picked, valid = prepare_batch(frames, length, spec)
-            features = encoder(picked, training=False)
+            features = []
+            for encoder, stream_spec in streams:
+                picked, valid = prepare_batch(frames, length, stream_spec)
+                features.append(encoder(picked, training=False))
+            features = tf.concat(features, axis=-1)
             tokens = model.generate(features, valid, d.beam_width, d.length_penalty, max_length)
             return {"caption": vocab.decode(tokens)}
 
@@ -273,7 +332,8 @@ class CaptionTask(Task):
             tf.TensorSpec([None, None, None, None, 3], tf.uint8, name="frames"),
             tf.TensorSpec([None], tf.int32, name="length"),
         ]
-        path = export_endpoint(out_dir, describe, signature, track=[encoder, model, vocab])
+        encoders = [encoder for encoder, _ in streams]
+        path = export_endpoint(out_dir, describe, signature, track=[*encoders, model, vocab])
         write_metadata(
             path,
             {
@@ -282,7 +342,8 @@ class CaptionTask(Task):
                 "size": spec.size,
                 "sampling": spec.sampling,
                 "stride": spec.stride,
-                "cnn": encoder.architecture,
+                "cnn": encoders[0].architecture,
+                "streams": [stream_spec.modality for _, stream_spec in streams],
                 "beam_width": d.beam_width,
             },
         )

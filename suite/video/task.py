@@ -106,9 +106,11 @@ class CnnTrainConfig:
     tune_pretrained: bool = False
     # Reuse a CNN trained before on the same clips with the same settings (any run's).
     reuse: bool = True
-    # Render parameters (manifest columns) the CNN also learns to classify beside the
-    # action, e.g. upper_color, lower_color: multi-task, so its features carry them.
+    # Render parameters (manifest columns) the CNN also learns to classify, e.g.
+    # upper_color, lower_color: multi-task, so that its features carry them.
     attributes: list[str] = field(default_factory=list)
+    # Whether it learns the action (false: the attributes only).
+    action: bool = True
 
 
 @dataclass
@@ -175,10 +177,15 @@ def frames_spec(config) -> FramesSpec:
     return FramesSpec(f.num_frames, f.size, f.sampling, f.stride, f.modality)
 
 
-def save_frame_encoder(run_dir: Path, encoder, **info) -> None:
+def cnn_files(run_dir: Path, name: str = "frame_cnn") -> tuple[Path, Path]:
+    """Where a run keeps its CNN `name`: the weights file and the info file beside them."""
+    return Path(run_dir) / f"{name}.weights.h5", Path(run_dir) / f"{name}.json"
+
+
+def save_frame_encoder(run_dir: Path, encoder, name: str = "frame_cnn", **info) -> None:
     """Stores the frame CNN where `load_frame_encoder` finds it, with `info` beside it."""
-    run_dir = Path(run_dir)
-    encoder.cnn.save_weights(str(run_dir / CNN_WEIGHTS))
+    weights_path, info_path = cnn_files(run_dir, name)
+    encoder.cnn.save_weights(str(weights_path))
     info = {
         "architecture": encoder.architecture,
         "size": encoder.size,
@@ -186,22 +193,23 @@ def save_frame_encoder(run_dir: Path, encoder, **info) -> None:
         "feature_dim": encoder.feature_dim,
         **info,
     }
-    (run_dir / CNN_INFO).write_text(json.dumps(info, indent=1))
+    info_path.write_text(json.dumps(info, indent=1))
 
 
-def copy_frame_encoder(source_dir: Path, target_dir: Path, **info) -> None:
+def copy_frame_encoder(source_dir: Path, target_dir: Path, name="frame_cnn", **info) -> None:
     """Copies a stored frame CNN (weights and info file), adding `info` to the latter."""
-    shutil.copyfile(Path(source_dir) / CNN_WEIGHTS, Path(target_dir) / CNN_WEIGHTS)
-    stored = json.loads((Path(source_dir) / CNN_INFO).read_text())
-    (Path(target_dir) / CNN_INFO).write_text(json.dumps({**stored, **info}, indent=1))
+    weights, info_path = cnn_files(source_dir, name)
+    target_weights, target_info = cnn_files(target_dir, name)
+    shutil.copyfile(weights, target_weights)
+    stored = json.loads(info_path.read_text())
+    target_info.write_text(json.dumps({**stored, **info}, indent=1))
 
 
-def load_frame_encoder(run_dir: Path):
-    """The run's frame CNN, as `datasets` stored it."""
-    run_dir = Path(run_dir)
-    info_path, weights_path = run_dir / CNN_INFO, run_dir / CNN_WEIGHTS
+def load_frame_encoder(run_dir: Path, name: str = "frame_cnn"):
+    """The run's frame CNN `name`, as `datasets` stored it."""
+    weights_path, info_path = cnn_files(run_dir, name)
     if not (info_path.is_file() and weights_path.is_file()):
-        raise DataError(f"{run_dir}: no frame CNN ({CNN_WEIGHTS}); run `rnnsuite action train`")
+        raise DataError(f"{run_dir}: no {weights_path.name}; is this a run dir made by `train`?")
     info = json.loads(info_path.read_text())
     encoder = build_frame_encoder(
         info["architecture"], info["size"], channels=info.get("channels", 3)
@@ -219,8 +227,10 @@ def trained_cnn_dir(config, source, labels) -> Path:
     """
     frames = {k: v for k, v in dataclasses.asdict(config.frames).items() if k != "batch_size"}
     cnn = {k: v for k, v in dataclasses.asdict(config.cnn).items() if k != "reuse"}
-    if not cnn["attributes"]:  # CNNs trained before attributes existed keep their key
-        del cnn["attributes"]
+    # CNNs trained before `attributes` and `action` existed keep their key.
+    for key, default in (("attributes", []), ("action", True)):
+        if cnn.get(key) == default:
+            del cnn[key]
     shaping = {
         "clips": [(c.key, c.label) for s in ("train", "valid") for c in source.clips(s)],
         "labels": list(labels),
@@ -232,8 +242,8 @@ def trained_cnn_dir(config, source, labels) -> Path:
     return data_dir() / "video" / "frame_cnn" / digest
 
 
-def cnn_targets(source, labels, attributes, arrays) -> tuple[dict, dict]:
-    """What the frame CNN learns: the action and each of the clip `attributes`.
+def cnn_targets(source, labels, attributes, arrays, action=True) -> tuple[dict, dict]:
+    """What the frame CNN learns: the action (unless not `action`) and each clip attribute.
 
     Args:
         arrays: `{split: ClipArrays}` of the splits it trains and validates on.
@@ -242,11 +252,11 @@ def cnn_targets(source, labels, attributes, arrays) -> tuple[dict, dict]:
         are its values on the training clips, sorted; a value the frames cannot show, or
         one the training clips never have, is -1 (no loss).
     """
-    heads = {"action": len(labels)}
-    targets = {split: {"action": clips.labels} for split, clips in arrays.items()}
+    heads = {"action": len(labels)} if action else {}
+    targets = {split: {"action": clips.labels} if action else {} for split, clips in arrays.items()}
     values = {split: clip_attributes(source, split, attributes) for split in arrays}
     if attributes and not values["train"]:
-        print(f"frame CNN: {source.description} has no render parameters; trains on actions only")
+        raise DataError(f"{source.description}: no render parameters to learn {attributes} from")
     for name, train_values in values["train"].items():
         classes = sorted({value for value in train_values if value is not None})
         index = {value: number for number, value in enumerate(classes)}
@@ -257,18 +267,19 @@ def cnn_targets(source, labels, attributes, arrays) -> tuple[dict, dict]:
     return heads, targets
 
 
-def run_frame_encoder(config, run_dir, source, labels, spec):
-    """The run's frame CNN: loaded from the run dir, or built (and trained) and stored.
+def run_frame_encoder(config, run_dir, source, labels, spec, name="frame_cnn"):
+    """The run's frame CNN `name`: loaded from the run dir, or built (and trained) and stored.
 
-    The CNN trains on the training clips' labels (TSN) unless `frames.weights` brings
-    pretrained weights; with fewer than two labels there is nothing to train it on. A CNN
-    trained before on the same clips with the same settings (`trained_cnn_dir`) is reused.
+    The CNN trains on the training clips' labels (TSN) and `cnn.attributes` unless
+    `frames.weights` brings pretrained weights; with fewer than two labels (and no
+    attributes) there is nothing to train it on. A CNN trained before on the same clips
+    with the same settings (`trained_cnn_dir`) is reused.
     Returns `(encoder, train_frames or None)`; the frames are kept for fine-tuning.
     """
     run_dir = Path(run_dir)
     f, c = config.frames, config.cnn
-    if (run_dir / CNN_WEIGHTS).is_file():
-        encoder = load_frame_encoder(run_dir)
+    if cnn_files(run_dir, name)[0].is_file():
+        encoder = load_frame_encoder(run_dir, name)
         have = (encoder.architecture, encoder.size, encoder.channels)
         if have != (f.cnn, f.size, modality_channels(f.modality)):
             raise DataError(
@@ -279,18 +290,19 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
         return encoder, None
     encoder = build_frame_encoder(f.cnn, f.size, f.weights, modality_channels(f.modality))
     progress = config.train.verbose != 0
-    if not f.weights and len(labels) < 2:
+    learns = bool(c.attributes) or (c.action and len(labels) > 1)
+    if not f.weights and not learns:
         print(
             "warning: no action labels to train the frame CNN on, so its features are "
             "random projections; set frames.weights to an ImageNet weights file for better ones"
         )
     trained, train_frames = {}, None
-    if c.epochs > 0 and len(labels) > 1 and (not f.weights or c.tune_pretrained):
+    if c.epochs > 0 and learns and (not f.weights or c.tune_pretrained):
         cached = trained_cnn_dir(config, source, labels)
-        if c.reuse and (cached / CNN_INFO).is_file():
-            copy_frame_encoder(cached, run_dir, reused_from=str(cached))
-            print(f"frame CNN: trained before on these clips, reused from {cached}")
-            return load_frame_encoder(run_dir), None
+        if c.reuse and cnn_files(cached, name)[1].is_file():
+            copy_frame_encoder(cached, run_dir, name, reused_from=str(cached))
+            print(f"{name}: trained before on these clips, reused from {cached}")
+            return load_frame_encoder(run_dir, name), None
         workers = config.data.workers
         train_frames = clip_frames(source, "train", labels, spec, workers, progress)
         valid = source.clips("valid")
@@ -298,7 +310,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
             clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
         )
         arrays = {"train": train_frames, **({"valid": valid_frames} if valid_frames else {})}
-        heads, targets = cnn_targets(source, labels, c.attributes, arrays)
+        heads, targets = cnn_targets(source, labels, c.attributes, arrays, c.action)
         trained = train_frame_encoder(
             encoder,
             heads,
@@ -316,6 +328,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     save_frame_encoder(
         run_dir,
         encoder,
+        name,
         weights=f.weights
         or ("trained on the training clips" if trained else "random (not trained)"),
         training=trained,
@@ -323,7 +336,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec):
     if trained:  # into a scratch folder first: a killed run leaves no half-written CNN
         scratch = cached.with_name(cached.name + ".part")
         scratch.mkdir(parents=True, exist_ok=True)
-        copy_frame_encoder(run_dir, scratch)
+        copy_frame_encoder(run_dir, scratch, name)
         shutil.rmtree(cached, ignore_errors=True)
         scratch.rename(cached)
     return encoder, train_frames

@@ -20,17 +20,17 @@ from shared.losses import SequenceCrossentropy
 from shared.seq2seq import beam_search, decoder_step_fn, greedy_decode
 from shared.training import restore_model, train
 from shared.vocab import BOS_ID, EOS_ID, Vocabulary
-from suite.video import CaptionConfig, CaptionTask, VideoCaptioner
+from suite.video import CaptionConfig, CaptionTask, VideoCaptioner, caption_task
+from suite.video import task as video_task
 from suite.video.caption_data import (
     caption_dataset,
     encode_captions,
     load_captioned_source,
     read_caption_table,
 )
-from suite.video.caption_task import load_caption_vocab
+from suite.video.caption_task import load_caption_vocab, load_streams
 from suite.video.captions import names_action
 from suite.video.pipeline import prepare_clip
-from suite.video.task import frames_spec, load_frame_encoder
 
 CAPTIONS = {
     "blink": ["a circle blinks", "the dot flashes on and off", "a shape flickers"],
@@ -67,11 +67,19 @@ def captions_csv(folder, path, with_labels=True):
     return path
 
 
+def class_as_colour(source, split, names):
+    """Stands in for render parameters, which a captions table lacks: each clip's class."""
+    return {name: [clip.label for clip in source.clips(split)] for name in names}
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """A captioner over two streams: the frame CNN and an appearance CNN (one epoch)."""
     root = tmp_path_factory.mktemp("caption")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RNNSUITE_DATA_DIR", str(root / "data"))
+        patch.setattr(caption_task, "clip_attributes", class_as_colour)
+        patch.setattr(video_task, "clip_attributes", class_as_colour)
         toy_folder(root / "videos")
         data = str(captions_csv(root / "videos", root / "captions.csv"))
         config = config_lib.resolve(
@@ -114,9 +122,13 @@ def test_export_in_a_fresh_process_captions_as_keras_does(trained, tmp_path):
     length = np.array([len(c) for c in clips], np.int32)
     served = serve_in_fresh_process(path, {"frames": frames, "length": length})
 
-    encoder = load_frame_encoder(root / "run")
-    prepared = [prepare_clip(clip, frames_spec(config)) for clip in clips]
-    features = encoder(np.stack([picked for picked, _ in prepared]), training=False).numpy()
+    streams = load_streams(config, root / "run")
+    assert [spec.modality for _, spec in streams] == ["diff", "rgb_diff"]
+    parts = []
+    for encoder, spec in streams:
+        prepared = [prepare_clip(clip, spec) for clip in clips]
+        parts.append(encoder(np.stack([picked for picked, _ in prepared]), training=False))
+    features = np.concatenate(parts, axis=-1)
     valid = np.array([count for _, count in prepared], np.int32)
     vocab = load_caption_vocab(root / "run")
     expected = task.describe(model, config, vocab, features, valid)

@@ -121,3 +121,10 @@ def test_attributes_come_from_the_manifest_and_greyscale_hides_colours(monkeypat
     assert heads == {"action": 2, "upper_color": 2}  # blue, red: the training clips' values
     assert targets["train"]["upper_color"].tolist() == [1, 0, -1]
     assert targets["valid"]["upper_color"].tolist() == [0, -1]  # pink: never in training
+    heads, targets = cnn_targets(
+        source, ["walk", "run"], ["upper_color"], {"train": Arrays(3)}, action=False
+    )
+    assert heads == {"upper_color": 2} and list(targets["train"]) == ["upper_color"]
+    folder = FileSource("a folder of videos", ["walk"], splits)
+    with pytest.raises(DataError, match="a folder of videos: no render parameters"):
+        cnn_targets(folder, ["walk"], ["upper_color"], {"train": Arrays(3)})
