@@ -46,9 +46,6 @@ from suite.video.pipeline import (
     save_labels,
 )
 
-CNN_WEIGHTS = "frame_cnn.weights.h5"
-CNN_INFO = "frame_cnn.json"
-
 
 @dataclass
 class ActionDataConfig:
