@@ -84,10 +84,11 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
 def _frame_cnn(run_dir: Path) -> str | None:
     """How a video run got its frame CNNs: trained in the run, or reused from the cache
     (the caption run's appearance CNN, where it has one, after a `+`)."""
-    from suite.video.task import cnn_files
+    from suite.video.caption_task import APPEARANCE
+    from suite.video.task import FRAME_CNN, cnn_files
 
     how = []
-    for name in ("frame_cnn", "appearance_cnn"):
+    for name in (FRAME_CNN, APPEARANCE):
         path = cnn_files(run_dir, name)[1]
         if path.is_file():
             info = json.loads(path.read_text())

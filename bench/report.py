@@ -436,8 +436,9 @@ def quality_table(section: dict) -> list[str]:
             "epochs alone; `train + evaluate`: wall time of both commands, frame CNN "
             "training and feature caching included; the corpus was generated beforehand by "
             "`prepare`. `frame CNN`: trained in the run, or reused from an earlier run on "
-            "the same clips (caption: the action CNN + the appearance CNN). `commit`: the code the row ran (a resumed file mixes commits; `–`: not "
-            "recorded, see the header).",
+            "the same clips (caption: the action CNN + the appearance CNN). `commit`: the "
+            "code the row ran (a resumed file mixes commits; `–`: not recorded, see the "
+            "header).",
             "",
             *_table(
                 [

@@ -3,10 +3,10 @@
 `build_language_model` estimates a backoff n-gram model (ARPA format) from transcripts with
 IRSTLM's `tlm` (modified shift-beta, i.e. modified Kneser–Ney discounting; Witten–Bell for
 corpora too small for it), a Debian package that `make setup` installs; any ARPA model
-made elsewhere (KenLM's `lmplz`, SRILM) serves as well. `LexiconDecoder` finds the word sequence that maximises the CTC score plus
-the weighted LM score with Flashlight's lexicon beam search (the decoder behind
-torchaudio's `ctc_decoder`; KenLM reads the ARPA file). The model's vocabulary is the
-lexicon: a word it does not know cannot be written.
+made elsewhere (KenLM's `lmplz`, SRILM) serves as well. `LexiconDecoder` finds the word
+sequence that maximises the CTC score plus the weighted LM score with Flashlight's lexicon
+beam search (the decoder behind torchaudio's `ctc_decoder`; KenLM reads the ARPA file).
+The model's vocabulary is the lexicon: a word it does not know cannot be written.
 
 The search runs on the CPU in Python, outside the TensorFlow graph, so a speech export
 returns the per-frame log-probabilities beside its in-graph transcript and ships the

@@ -46,6 +46,9 @@ from suite.video.pipeline import (
     save_labels,
 )
 
+# The name of a run's frame CNN files (`cnn_files`); a captioner's second CNN has its own.
+FRAME_CNN = "frame_cnn"
+
 
 @dataclass
 class ActionDataConfig:
@@ -174,12 +177,12 @@ def frames_spec(config) -> FramesSpec:
     return FramesSpec(f.num_frames, f.size, f.sampling, f.stride, f.modality)
 
 
-def cnn_files(run_dir: Path, name: str = "frame_cnn") -> tuple[Path, Path]:
+def cnn_files(run_dir: Path, name: str = FRAME_CNN) -> tuple[Path, Path]:
     """Where a run keeps its CNN `name`: the weights file and the info file beside them."""
     return Path(run_dir) / f"{name}.weights.h5", Path(run_dir) / f"{name}.json"
 
 
-def save_frame_encoder(run_dir: Path, encoder, name: str = "frame_cnn", **info) -> None:
+def save_frame_encoder(run_dir: Path, encoder, name: str = FRAME_CNN, **info) -> None:
     """Stores the frame CNN where `load_frame_encoder` finds it, with `info` beside it."""
     weights_path, info_path = cnn_files(run_dir, name)
     encoder.cnn.save_weights(str(weights_path))
@@ -193,7 +196,7 @@ def save_frame_encoder(run_dir: Path, encoder, name: str = "frame_cnn", **info) 
     info_path.write_text(json.dumps(info, indent=1))
 
 
-def copy_frame_encoder(source_dir: Path, target_dir: Path, name="frame_cnn", **info) -> None:
+def copy_frame_encoder(source_dir: Path, target_dir: Path, name=FRAME_CNN, **info) -> None:
     """Copies a stored frame CNN (weights and info file), adding `info` to the latter."""
     weights, info_path = cnn_files(source_dir, name)
     target_weights, target_info = cnn_files(target_dir, name)
@@ -202,7 +205,7 @@ def copy_frame_encoder(source_dir: Path, target_dir: Path, name="frame_cnn", **i
     target_info.write_text(json.dumps({**stored, **info}, indent=1))
 
 
-def load_frame_encoder(run_dir: Path, name: str = "frame_cnn"):
+def load_frame_encoder(run_dir: Path, name: str = FRAME_CNN):
     """The run's frame CNN `name`, as `datasets` stored it."""
     weights_path, info_path = cnn_files(run_dir, name)
     if not (info_path.is_file() and weights_path.is_file()):
@@ -264,7 +267,7 @@ def cnn_targets(source, labels, attributes, arrays, action=True) -> tuple[dict, 
     return heads, targets
 
 
-def run_frame_encoder(config, run_dir, source, labels, spec, name="frame_cnn"):
+def run_frame_encoder(config, run_dir, source, labels, spec, name=FRAME_CNN):
     """The run's frame CNN `name`: loaded from the run dir, or built (and trained) and stored.
 
     The CNN trains on the training clips' labels (TSN) and `cnn.attributes` unless
