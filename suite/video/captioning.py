@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -15,7 +17,8 @@ from shared.vocab import BOS_ID, EOS_ID
 class VideoCaptioner(keras.Model):
     """Describes a clip in words from its frames' CNN features.
 
-    Per-frame features go through layer norm and dropout and a masked `RecurrentBackbone`
+    Per-frame features go through layer norm (each stream's own, where `streams` gives the
+    widths of several side by side) and dropout and a masked `RecurrentBackbone`
     encoder (bidirectional by default) whose outputs are the memory of an
     `AttentiveDecoder`: at every word the decoder attends over the clip's frames (the
     attention variant of S2VT). Trained with teacher forcing; `generate` decodes greedily
@@ -29,6 +32,9 @@ class VideoCaptioner(keras.Model):
         attention: `"bahdanau"` or `"luong"`.
         dropout: between recurrent layers and before the logits.
         input_dropout: on the frame features.
+        streams: widths of the feature streams side by side (e.g. `[256, 24]`: CNN features
+            and attribute posteriors), each normalised on its own so that neither's scale
+            drowns the other; None: one stream.
         use_cudnn: passed to both stacks; exports rebuild with `False` or hide GPUs.
 
     Call arguments:
@@ -57,6 +63,7 @@ class VideoCaptioner(keras.Model):
         attention="bahdanau",
         dropout=0.2,
         input_dropout=0.2,
+        streams=None,
         use_cudnn="auto",
         **kwargs,
     ):
@@ -71,9 +78,13 @@ class VideoCaptioner(keras.Model):
         self.attention = attention
         self.dropout = dropout
         self.input_dropout = input_dropout
+        self.streams = [int(width) for width in streams] if streams else None
         self.use_cudnn = use_cudnn
         # Per-frame layer norm: CNN features come in any scale.
-        self.feature_norm = layers.LayerNormalization(name="feature_norm")
+        self.feature_norms = [
+            layers.LayerNormalization(name="feature_norm" + (f"_{number}" if number else ""))
+            for number in range(len(self.streams or [None]))
+        ]
         self.feature_dropout = layers.Dropout(input_dropout, name="feature_dropout")
         self.encoder = RecurrentBackbone(
             cell,
@@ -100,7 +111,13 @@ class VideoCaptioner(keras.Model):
         """Encoder memory `[batch, time, units (x2)]` and its mask `[batch, time]`."""
         steps = ops.shape(features)[1]
         mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(ops.cast(length, "int32"), 1)
-        x = self.feature_dropout(self.feature_norm(features), training=training)
+        if self.streams and len(self.streams) > 1:
+            parts = ops.split(features, list(itertools.accumulate(self.streams[:-1])), axis=-1)
+            norms = zip(self.feature_norms, parts, strict=True)
+            x = ops.concatenate([norm(part) for norm, part in norms], axis=-1)
+        else:
+            x = self.feature_norms[0](features)
+        x = self.feature_dropout(x, training=training)
         return self.encoder(x, mask=mask, training=training), mask
 
     def call(self, inputs, training=None):
@@ -135,5 +152,6 @@ class VideoCaptioner(keras.Model):
             "attention": self.attention,
             "dropout": self.dropout,
             "input_dropout": self.input_dropout,
+            "streams": self.streams,
             "use_cudnn": self.use_cudnn,
         }

@@ -346,6 +346,72 @@ def weights_digest(encoder: FrameEncoder) -> str:
 
 
 # -- training the CNN on clips (Temporal Segment Network) --------------------------------
+@keras.saving.register_keras_serializable(package="rnnsuite")
+class ClipHeads(keras.Model):
+    """The frame CNN's classifiers: a clip's classes from its frames' features.
+
+    TSN's consensus: the mean feature of the valid frames, layer norm, dropout, then one
+    softmax per head (the action, a colour, ...). `train_frame_encoder` trains them with the
+    CNN; `posteriors` turns a clip's features into what the heads say, e.g. the figure's
+    colours for the captioner without the rest of what the features know.
+
+    Args:
+        classes: `{head: number of classes}`.
+        dropout: before the heads, in training.
+
+    Call arguments:
+        features: `[batch, time, feature_dim]`.
+        valid: frames per clip `[batch]`; None: all of them.
+
+    Returns:
+        `{head: probabilities [batch, classes]}`.
+    """
+
+    def __init__(self, classes: dict[str, int], dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.classes, self.dropout = dict(classes), dropout
+        # CNN features come in any scale (ReLU6-bounded, unbounded, max-pooled): normalised,
+        # the classifier starts near uniform instead of confidently wrong.
+        self.norm = layers.LayerNormalization(name="norm")
+        self.drop = layers.Dropout(dropout, name="dropout")
+        self.heads = [
+            layers.Dense(count, activation="softmax", name=head)
+            for head, count in self.classes.items()
+        ]
+
+    def call(self, features, valid=None, training=None):
+        if valid is None:
+            pooled = ops.mean(features, axis=1)
+        else:
+            steps = ops.shape(features)[1]
+            valid = ops.cast(valid, "int32")
+            mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(valid, 1)
+            mask = ops.cast(ops.expand_dims(mask, -1), features.dtype)
+            count = ops.cast(ops.maximum(ops.expand_dims(valid, 1), 1), features.dtype)
+            pooled = ops.sum(features * mask, axis=1) / count
+        pooled = self.drop(self.norm(pooled), training=training)
+        return {head: layer(pooled) for head, layer in zip(self.classes, self.heads, strict=True)}
+
+    def posteriors(self, features, valid):
+        """Every head's probabilities side by side, the same at every frame: `[batch, time,
+        sum of classes]`, in the shape of frame features so a recurrent model can read them."""
+        features = ops.cast(features, self.compute_dtype)
+        probabilities = ops.concatenate(list(self(features, valid).values()), axis=-1)
+        return ops.expand_dims(probabilities, 1) * ops.ones_like(features[..., :1])
+
+    def build_for(self, feature_dim: int) -> ClipHeads:
+        """Creates the variables (before loading weights)."""
+        self(ops.zeros((1, 1, feature_dim)))
+        return self
+
+    @property
+    def width(self) -> int:
+        return sum(self.classes.values())
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "dropout": self.dropout}
+
+
 def _mean_accuracy(logs: dict, prefix: str = "val_") -> float | None:
     """The mean of the `accuracy` entries of `logs` that start with `prefix` (None if none)."""
     values = [
@@ -494,7 +560,7 @@ def segment_dataset(
 
 def train_frame_encoder(
     encoder: FrameEncoder,
-    num_classes: int | dict[str, int],
+    num_classes: int | dict[str, int] | ClipHeads,
     train: tuple,
     valid: tuple | None = None,
     segments: int = 4,
@@ -510,7 +576,8 @@ def train_frame_encoder(
 
     One head classifies the action; more heads (`num_classes` as a dict `{head: classes}`,
     labels as a dict of arrays alike) make it multi-task, e.g. the figure's colours beside
-    the action, so that the features carry what a captioner needs to say. A label of -1 is
+    the action, so that the features carry what a captioner needs to say. Passing
+    `ClipHeads` trains them in place too, to be kept with the CNN. A label of -1 is
     unknown and adds no loss. The epoch with the best mean validation accuracy over the
     heads is kept. Batch norms train with momentum 0.9 (the 0.999 of some architectures
     suits ImageNet's long schedules, not a few epochs) and are recalibrated on clean frames.
@@ -518,29 +585,24 @@ def train_frame_encoder(
     Args:
         train, valid: `(frames uint8 [N, T, S, S, C], valid frames [N], labels)`, labels
             an int array [N] (one head) or a dict of them keyed like `num_classes`.
+        dropout: before the heads built here (`ClipHeads` bring their own).
     Returns:
         A summary: epochs, the best epoch and its validation accuracy (per head too), the
         last train accuracy.
     """
-    heads = num_classes
-    if not isinstance(heads, dict):  # one head: the action
-        heads = {"action": num_classes}
+    if isinstance(num_classes, int):  # one head: the action
+        num_classes = {"action": num_classes}
         train = (*train[:2], {"action": train[2]})
         valid = (*valid[:2], {"action": valid[2]}) if valid else None
+    classifier = num_classes
+    if not isinstance(classifier, ClipHeads):
+        classifier = ClipHeads(num_classes, dropout, name="heads")
+    heads = classifier.classes
     size = encoder.size
     for layer in _batch_norms(encoder):
         layer.momentum = 0.9
     inputs = keras.Input((segments, size, size, encoder.channels), dtype="float32", name="segments")
-    pooled = layers.GlobalAveragePooling1D(name="consensus")(encoder(inputs))
-    # CNN features come in any scale (ReLU6-bounded, unbounded, max-pooled): normalised,
-    # the classifier starts near uniform instead of confidently wrong.
-    pooled = layers.LayerNormalization(name="norm")(pooled)
-    pooled = layers.Dropout(dropout, name="dropout")(pooled)
-    outputs = {
-        head: layers.Dense(count, activation="softmax", name=head)(pooled)
-        for head, count in heads.items()
-    }
-    model = keras.Model(inputs, outputs, name="segment_network")
+    model = keras.Model(inputs, classifier(encoder(inputs)), name="segment_network")
 
     # Colours are labels here: no augmentation may turn a clip grey.
     greyscale = 0.15 if list(heads) == ["action"] else 0.0

@@ -28,6 +28,7 @@ from shared.task import Task
 from suite.video.action import ActionClassifier
 from suite.video.features import (
     MODALITIES,
+    ClipHeads,
     build_frame_encoder,
     modality_channels,
     train_frame_encoder,
@@ -182,8 +183,14 @@ def cnn_files(run_dir: Path, name: str = FRAME_CNN) -> tuple[Path, Path]:
     return Path(run_dir) / f"{name}.weights.h5", Path(run_dir) / f"{name}.json"
 
 
-def save_frame_encoder(run_dir: Path, encoder, name: str = FRAME_CNN, **info) -> None:
-    """Stores the frame CNN where `load_frame_encoder` finds it, with `info` beside it."""
+def heads_file(run_dir: Path, name: str = FRAME_CNN) -> Path:
+    """Where a run keeps the classifiers (`ClipHeads`) its CNN `name` was trained with."""
+    return Path(run_dir) / f"{name}.heads.weights.h5"
+
+
+def save_frame_encoder(run_dir: Path, encoder, name: str = FRAME_CNN, heads=None, **info) -> None:
+    """Stores the frame CNN (and its `heads`, if any) where `load_frame_encoder` and
+    `load_clip_heads` find them, with `info` beside them."""
     weights_path, info_path = cnn_files(run_dir, name)
     encoder.cnn.save_weights(str(weights_path))
     info = {
@@ -193,14 +200,19 @@ def save_frame_encoder(run_dir: Path, encoder, name: str = FRAME_CNN, **info) ->
         "feature_dim": encoder.feature_dim,
         **info,
     }
+    if heads is not None:
+        heads.save_weights(str(heads_file(run_dir, name)))
+        info["heads"] = heads.classes
     info_path.write_text(json.dumps(info, indent=1))
 
 
 def copy_frame_encoder(source_dir: Path, target_dir: Path, name=FRAME_CNN, **info) -> None:
-    """Copies a stored frame CNN (weights and info file), adding `info` to the latter."""
+    """Copies a stored frame CNN (weights, heads and info file), adding `info` to the latter."""
     weights, info_path = cnn_files(source_dir, name)
     target_weights, target_info = cnn_files(target_dir, name)
     shutil.copyfile(weights, target_weights)
+    if heads_file(source_dir, name).is_file():
+        shutil.copyfile(heads_file(source_dir, name), heads_file(target_dir, name))
     stored = json.loads(info_path.read_text())
     target_info.write_text(json.dumps({**stored, **info}, indent=1))
 
@@ -216,6 +228,21 @@ def load_frame_encoder(run_dir: Path, name: str = FRAME_CNN):
     )
     encoder.cnn.load_weights(str(weights_path))
     return encoder
+
+
+def load_clip_heads(run_dir: Path, name: str = FRAME_CNN) -> ClipHeads:
+    """The classifiers the run's frame CNN `name` was trained with."""
+    info_path = cnn_files(run_dir, name)[1]
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    path = heads_file(run_dir, name)
+    if "heads" not in info or not path.is_file():
+        raise DataError(
+            f"{run_dir}: no {path.name}: its frame CNN {name} was stored without the "
+            "classifiers it was trained with; train it again in a new --run-dir"
+        )
+    heads = ClipHeads(info["heads"], name=f"{name}_heads").build_for(info["feature_dim"])
+    heads.load_weights(str(path))
+    return heads
 
 
 def trained_cnn_dir(config, source, labels) -> Path:
@@ -296,10 +323,13 @@ def run_frame_encoder(config, run_dir, source, labels, spec, name=FRAME_CNN):
             "warning: no action labels to train the frame CNN on, so its features are "
             "random projections; set frames.weights to an ImageNet weights file for better ones"
         )
-    trained, train_frames = {}, None
+    trained, train_frames, heads = {}, None, None
     if c.epochs > 0 and learns and (not f.weights or c.tune_pretrained):
         cached = trained_cnn_dir(config, source, labels)
-        if c.reuse and cnn_files(cached, name)[1].is_file():
+        # A CNN learning attributes is read through its heads (the captioner's appearance
+        # stream): one cached before heads were kept trains again.
+        complete = not c.attributes or heads_file(cached, name).is_file()
+        if c.reuse and cnn_files(cached, name)[1].is_file() and complete:
             copy_frame_encoder(cached, run_dir, name, reused_from=str(cached))
             print(f"{name}: trained before on these clips, reused from {cached}")
             return load_frame_encoder(run_dir, name), None
@@ -310,7 +340,8 @@ def run_frame_encoder(config, run_dir, source, labels, spec, name=FRAME_CNN):
             clip_frames(source, "valid", labels, spec, workers, progress) if valid else None
         )
         arrays = {"train": train_frames, **({"valid": valid_frames} if valid_frames else {})}
-        heads, targets = cnn_targets(source, labels, c.attributes, arrays, c.action)
+        classes, targets = cnn_targets(source, labels, c.attributes, arrays, c.action)
+        heads = ClipHeads(classes, c.dropout, name=f"{name}_heads")
         trained = train_frame_encoder(
             encoder,
             heads,
@@ -320,7 +351,6 @@ def run_frame_encoder(config, run_dir, source, labels, spec, name=FRAME_CNN):
             epochs=c.epochs,
             batch_size=c.batch_size,
             learning_rate=c.learning_rate,
-            dropout=c.dropout,
             augment=c.augment,
             seed=config.train.seed,
             verbose=2 if config.train.verbose else 0,
@@ -329,6 +359,7 @@ def run_frame_encoder(config, run_dir, source, labels, spec, name=FRAME_CNN):
         run_dir,
         encoder,
         name,
+        heads,
         weights=f.weights
         or ("trained on the training clips" if trained else "random (not trained)"),
         training=trained,

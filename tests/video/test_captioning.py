@@ -123,13 +123,16 @@ def test_export_in_a_fresh_process_captions_as_keras_does(trained, tmp_path):
     served = serve_in_fresh_process(path, {"frames": frames, "length": length})
 
     streams = load_streams(config, root / "run")
-    assert [spec.modality for _, spec in streams] == ["diff", "rgb_diff"]
+    assert [stream.spec.modality for stream in streams] == ["diff", "rgb_diff"]
+    # The appearance stream reads its CNN's heads: both stand-in colours' 4 probabilities.
+    assert [stream.width for stream in streams] == [streams[0].encoder.feature_dim, 8]
     parts = []
-    for encoder, spec in streams:
-        prepared = [prepare_clip(clip, spec) for clip in clips]
-        parts.append(encoder(np.stack([picked for picked, _ in prepared]), training=False))
+    for stream in streams:
+        prepared = [prepare_clip(clip, stream.spec) for clip in clips]
+        valid = np.array([count for _, count in prepared], np.int32)
+        features = stream.encoder(np.stack([picked for picked, _ in prepared]), training=False)
+        parts.append(stream.read(features, valid))
     features = np.concatenate(parts, axis=-1)
-    valid = np.array([count for _, count in prepared], np.int32)
     vocab = load_caption_vocab(root / "run")
     expected = task.describe(model, config, vocab, features, valid)
     assert [text.decode() for text in served["caption"]] == expected

@@ -6,9 +6,14 @@ import pytest
 
 from shared.errors import DataError
 from suite.video import pipeline
-from suite.video.features import build_frame_encoder, prepare_frames, train_frame_encoder
+from suite.video.features import (
+    ClipHeads,
+    build_frame_encoder,
+    prepare_frames,
+    train_frame_encoder,
+)
 from suite.video.pipeline import Clip, FileSource, clip_attributes
-from suite.video.task import cnn_targets
+from suite.video.task import cnn_targets, load_clip_heads, save_frame_encoder
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 230)}
 
@@ -66,9 +71,10 @@ def test_frame_cnn_learns_colours_beside_the_action_on_rgb_diff_frames():
     labels = {"action": np.array([d for _, d in pairs], np.int32), "colour": colour}
     data = (frames, np.full(len(pairs), 4), labels)
     encoder = build_frame_encoder("convnet", 32, channels=6)
+    heads = ClipHeads({"action": 2, "colour": 3})
     summary = train_frame_encoder(
         encoder,
-        {"action": 2, "colour": 3},
+        heads,
         data,
         data,
         segments=2,
@@ -82,6 +88,32 @@ def test_frame_cnn_learns_colours_beside_the_action_on_rgb_diff_frames():
     per_head = summary["recalibrated_val_accuracy_per_head"]
     assert summary["heads"] == {"action": 2, "colour": 3}
     assert per_head["colour"] >= 0.7, summary  # chance: 1/3 (the 4 unknowns count as wrong)
+    # The trained heads read whole clips: their colour posteriors name the colours.
+    posteriors = heads.posteriors(encoder(frames), np.full(len(pairs), 4)).numpy()
+    assert posteriors.shape == (len(pairs), 4, 5)
+    said = posteriors[:, 0, 2:].argmax(-1)
+    assert np.mean(said[colour >= 0] == colour[colour >= 0]) >= 0.7
+
+
+def test_clip_heads_read_the_valid_frames_and_are_kept_with_the_cnn(tmp_path):
+    encoder = build_frame_encoder("convnet", 32)
+    heads = ClipHeads({"action": 3, "colour": 2}).build_for(encoder.feature_dim)
+    features = np.random.default_rng(0).normal(size=(2, 5, encoder.feature_dim))
+    junk = features.copy()
+    junk[0, 3:] = 50.0  # after clip 0's 3 valid frames
+    posteriors = heads.posteriors(features, np.array([3, 5])).numpy()
+    assert posteriors.shape == (2, 5, 5)
+    np.testing.assert_allclose(posteriors, heads.posteriors(junk, np.array([3, 5])), atol=1e-6)
+    np.testing.assert_allclose(posteriors[:, 0], posteriors[:, 4])  # the same at every frame
+    np.testing.assert_allclose(posteriors[..., :3].sum(-1), 1.0, atol=1e-5)
+
+    with pytest.raises(DataError, match=r"no appearance\.heads\.weights\.h5: .* train it again"):
+        save_frame_encoder(tmp_path, encoder, "appearance")  # without its heads
+        load_clip_heads(tmp_path, "appearance")
+    save_frame_encoder(tmp_path, encoder, "appearance", heads)
+    loaded = load_clip_heads(tmp_path, "appearance")
+    assert loaded.classes == {"action": 3, "colour": 2}
+    np.testing.assert_allclose(loaded.posteriors(features, np.array([3, 5])), posteriors, atol=1e-6)
 
 
 def test_attributes_come_from_the_manifest_and_greyscale_hides_colours(monkeypatch, tmp_path):
