@@ -207,8 +207,11 @@ def encode_captions(vocab, captions: list[list[str]], max_length: int | None = N
     return np.asarray(indices, np.int32), rows
 
 
-def caption_dataset(features, valid, clip_indices, ids, batch_size, shuffle=False, seed=0):
-    """Batches of `((features, length, caption_in), caption_out)`, one per caption, 0-padded."""
+def caption_dataset(
+    features, valid, clip_indices, ids, batch_size, shuffle=False, seed=0, labels=None
+):
+    """Batches of `((features, length, caption_in), caption_out)`, one per caption, 0-padded;
+    with the clips' `labels`, the targets are `{"caption": caption_out, "action": label}`."""
     if not len(ids):
         raise DataError("no captions to train on (all longer than data.max_length?)")
     features = tf.constant(features)
@@ -219,9 +222,13 @@ def caption_dataset(features, valid, clip_indices, ids, batch_size, shuffle=Fals
     if shuffle:
         dataset = dataset.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
 
+    labels = tf.constant(labels, tf.int32) if labels is not None else None
+
     def example(index, caption):
         inputs = (tf.gather(features, index), tf.gather(valid, index), caption[:-1])
-        return inputs, caption[1:]
+        if labels is None:
+            return inputs, caption[1:]
+        return inputs, {"caption": caption[1:], "action": tf.gather(labels, index)}
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)

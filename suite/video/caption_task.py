@@ -7,7 +7,7 @@ features only. Captions also name the figure's colours, which that CNN's frame d
 lose: a second CNN, the appearance stream (as TSN's RGB stream beside its RGB-difference
 one), sees each frame beside its difference and learns the colours from the render
 parameters (`appearance`). The captioner reads the action CNN's features beside what the
-appearance CNN's heads say (its colour posteriors, `appearance.posteriors`): the
+appearance CNN's heads say (its colour posteriors, `model.appearance`): the
 appearance CNN's own features would also tell it which training clip it sees (the RGB
 frame shows the background), and it would learn the training clips' actions from them,
 which do not carry over to unseen views. The caption vocabulary (`caption_vocab.json`,
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from keras.losses import SparseCategoricalCrossentropy
 
 from shared import metrics
 from shared.config import DecodeConfig, TrainConfig
@@ -84,10 +85,6 @@ class AppearanceConfig(CnnTrainConfig):
     modality: str = "rgb_diff"
     attributes: list[str] = field(default_factory=lambda: ["upper_color", "lower_color"])
     action: bool = False
-    # The captioner reads the CNN's heads (the attributes' probabilities); false: its
-    # features (measured on the small preset: BLEU-4 38.5 and the right action in 70 % of
-    # captions, against 84 % without the stream; the issue 5 note has the runs).
-    posteriors: bool = True
 
 
 @dataclass
@@ -102,6 +99,14 @@ class CaptionModelConfig:
     dropout: float = 0.2
     input_dropout: float = 0.2
     label_smoothing: float = 0.1
+    # What the captioner reads from the appearance CNN: `posteriors` (its heads' colour
+    # probabilities per clip) or `features` (its 256 features; measured on the small
+    # preset: BLEU-4 38.5 and the right action in 70 % of captions, against 84 % without
+    # the stream; the issue 5 note has the runs).
+    appearance: str = "posteriors"
+    # Weight of a second loss: the encoder also classifies the clip's action (its label;
+    # a captions table without labels has one, and no loss). 0: captions only.
+    action_loss: float = 0.5
 
 
 @dataclass
@@ -180,7 +185,10 @@ def load_streams(config, run_dir: Path) -> list[Stream]:
     one."""
     streams = [Stream(load_frame_encoder(run_dir), frames_spec(config))]
     if cnn_files(run_dir, APPEARANCE)[0].is_file():
-        heads = load_clip_heads(run_dir, APPEARANCE) if config.appearance.posteriors else None
+        reads = config.model.appearance
+        if reads not in ("posteriors", "features"):
+            raise DataError(f"model.appearance must be posteriors or features, got {reads!r}")
+        heads = load_clip_heads(run_dir, APPEARANCE) if reads == "posteriors" else None
         encoder = load_frame_encoder(run_dir, APPEARANCE)
         streams.append(Stream(encoder, frames_spec(appearance_config(config)), heads))
     return streams
@@ -259,8 +267,9 @@ class CaptionTask(Task):
             arrays = self._features(config, captioned, split, labels, streams)
             limit = d.max_length if shuffle else None
             indices, ids = encode_captions(vocab, captioned.references(split), limit)
+            actions = arrays.labels if config.model.action_loss else None
             return caption_dataset(
-                arrays.inputs, arrays.valid, indices, ids, t.batch_size, shuffle, t.seed
+                arrays.inputs, arrays.valid, indices, ids, t.batch_size, shuffle, t.seed, actions
             )
 
         train = split_dataset("train", shuffle=True)
@@ -283,14 +292,22 @@ class CaptionTask(Task):
             attention=m.attention,
             dropout=m.dropout,
             input_dropout=m.input_dropout,
+            num_classes=len(load_labels(run_dir)) if m.action_loss else 0,
             streams=[stream.width for stream in streams],
         )
         return model.build_for(sum(stream.width for stream in streams))
 
     def compile_args(self, config):
+        captions = SequenceCrossentropy(config.model.label_smoothing)
+        if not config.model.action_loss:
+            return {"loss": captions, "metrics": [token_accuracy]}
         return {
-            "loss": SequenceCrossentropy(config.model.label_smoothing),
-            "metrics": [token_accuracy],
+            "loss": {
+                "caption": captions,
+                "action": SparseCategoricalCrossentropy(from_logits=True),
+            },
+            "loss_weights": {"caption": 1.0, "action": config.model.action_loss},
+            "metrics": {"caption": [token_accuracy], "action": ["accuracy"]},
         }
 
     # -- evaluation ----------------------------------------------------------------------

@@ -32,6 +32,9 @@ class VideoCaptioner(keras.Model):
         attention: `"bahdanau"` or `"luong"`.
         dropout: between recurrent layers and before the logits.
         input_dropout: on the frame features.
+        num_classes: with 2 or more, the encoder also classifies the clip (its action) from
+            its mean memory, a second output trained beside the captions so that the
+            encoder keeps what tells the actions apart; 0: captions only.
         streams: widths of the feature streams side by side (e.g. `[256, 24]`: CNN features
             and attribute posteriors), each normalised on its own so that neither's scale
             drowns the other; None: one stream.
@@ -43,7 +46,8 @@ class VideoCaptioner(keras.Model):
             the BOS id and is 0-padded.
 
     Returns:
-        Logits `[batch, words, vocab_size]`.
+        Logits `[batch, words, vocab_size]`; with `num_classes`, `{"caption": those,
+        "action": class logits [batch, num_classes]}`.
 
     Example:
         >>> model = VideoCaptioner(vocab_size=50, units=32)
@@ -63,6 +67,7 @@ class VideoCaptioner(keras.Model):
         attention="bahdanau",
         dropout=0.2,
         input_dropout=0.2,
+        num_classes=0,
         streams=None,
         use_cudnn="auto",
         **kwargs,
@@ -78,6 +83,7 @@ class VideoCaptioner(keras.Model):
         self.attention = attention
         self.dropout = dropout
         self.input_dropout = input_dropout
+        self.num_classes = int(num_classes)
         self.streams = [int(width) for width in streams] if streams else None
         self.use_cudnn = use_cudnn
         # Per-frame layer norm: CNN features come in any scale.
@@ -106,6 +112,7 @@ class VideoCaptioner(keras.Model):
             use_cudnn=use_cudnn,
             name="decoder",
         )
+        self.classifier = layers.Dense(num_classes, name="action") if num_classes else None
 
     def encode(self, features, length, training=None):
         """Encoder memory `[batch, time, units (x2)]` and its mask `[batch, time]`."""
@@ -123,7 +130,12 @@ class VideoCaptioner(keras.Model):
     def call(self, inputs, training=None):
         features, length, caption_in = inputs
         memory, mask = self.encode(features, length, training=training)
-        return self.decoder(caption_in, memory, memory_mask=mask, training=training)
+        logits = self.decoder(caption_in, memory, memory_mask=mask, training=training)
+        if self.classifier is None:
+            return logits
+        weights = ops.expand_dims(ops.cast(mask, memory.dtype), -1)
+        pooled = ops.sum(memory * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
+        return {"caption": logits, "action": self.classifier(pooled)}
 
     def generate(self, features, length, beam_width=1, length_penalty=0.6, max_length=30):
         """Caption ids `[batch, steps]` (EOS included, 0 after it), as graph code."""
@@ -152,6 +164,7 @@ class VideoCaptioner(keras.Model):
             "attention": self.attention,
             "dropout": self.dropout,
             "input_dropout": self.input_dropout,
+            "num_classes": self.num_classes,
             "streams": self.streams,
             "use_cudnn": self.use_cudnn,
         }

@@ -195,6 +195,43 @@ def test_captioner_overfits_a_few_clips_to_their_captions(overfit):
     assert [t.decode() for t in vocab.decode(tokens).numpy()] == captions
 
 
+def test_the_encoder_also_learns_the_action_beside_the_captions():
+    captions = ["a figure walks left", "a figure runs right", "someone jumps", "a figure walks"]
+    labels = np.array([0, 1, 2, 0], np.int32)
+    vocab = Vocabulary.from_texts(captions, level="word")
+    features = np.random.default_rng(0).normal(size=(4, 6, 16)).astype("float32")
+    valid = np.array([6, 4, 5, 3], np.int32)
+    indices, ids = encode_captions(vocab, [[text] for text in captions])
+    dataset = caption_dataset(features, valid, indices, ids, 4, labels=labels).repeat()
+    _, targets = next(iter(dataset))
+    assert targets["action"].numpy().tolist() == [0, 1, 2, 0]
+    model = VideoCaptioner(vocab.size, embedding_dim=16, units=32, num_classes=3, dropout=0.0)
+    model.build_for(16)
+    model.compile(
+        keras.optimizers.Adam(0.01),
+        loss={
+            "caption": SequenceCrossentropy(),
+            "action": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
+    )
+    model.fit(dataset, epochs=2, steps_per_epoch=40, verbose=0)
+    outputs = model((features, valid, ids_in(ids)), training=False)
+    assert outputs["action"].numpy().argmax(-1).tolist() == [0, 1, 2, 0]
+    # Frames after a clip's end (junk) leave its class logits alone.
+    junk = features.copy()
+    junk[3, 3:] = 9.0
+    changed = model((junk, valid, ids_in(ids)), training=False)["action"]
+    np.testing.assert_allclose(changed, outputs["action"], atol=1e-5)
+    tokens = model.generate(features, valid, beam_width=1, max_length=10)
+    assert [t.decode() for t in vocab.decode(tokens).numpy()] == captions
+
+
+def ids_in(ids):
+    """Teacher-forcing inputs (BOS ... without EOS) of caption ids, 0-padded."""
+    width = max(len(row) for row in ids) - 1
+    return np.stack([np.pad(row[:-1], (0, width - len(row) + 1)) for row in ids])
+
+
 def test_beam_width_one_equals_greedy(overfit):
     model, _, features, valid, _, _ = overfit
     # Random features: not the training clips, so the search has choices to make.
