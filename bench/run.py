@@ -124,11 +124,13 @@ def resumable(results: dict, planned: list[tuple[str, str]]) -> set[tuple[str, s
     return keep
 
 
-def forget_runs(results: dict, keep: set[tuple[str, str]]) -> None:
-    """Drops from `results` what a resumed run measures again: a section that keeps none of
-    its runs goes whole; otherwise only the records of the runs not kept (a failed run added
-    no rows)."""
+def forget_runs(results: dict, keep: set[tuple[str, str]], planned: set[str]) -> None:
+    """Drops from `results` what a resumed run measures again: a `planned` section that keeps
+    none of its runs goes whole; otherwise only the records of the runs not kept (a failed
+    run added no rows). Sections it does not run (`--only`) stay as they are."""
     for section in list(results.get("sections", {})):
+        if section not in planned:
+            continue
         entry = results["sections"][section]
         kept = [run for run in entry.get("runs", []) if (section, run["name"]) in keep]
         if kept:
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
             parser.error(f"{args.resume} was measured on another machine; numbers would mix")
         planned = [(section, name) for section, name, _, _ in plan(profile, sections, Path())]
         keep = resumable(results, planned)
-        forget_runs(results, keep)
+        forget_runs(results, keep, {section for section, _ in planned})
         clock -= results.get("seconds", 0.0)  # the time the file's earlier runs took
         results.setdefault("resumed", []).append(
             {key: fresh[key] for key in ("command", "git", "started", "load_start")}

@@ -242,13 +242,29 @@ def test_resume_keeps_what_succeeded_and_reruns_a_shared_build_whole():
     keep = resumable(results, planned)
     # The serve runs need the exports `build` made in a scratch folder: all three again.
     assert keep == {("backbone", "keras-t1"), ("quality", "quality-speech")}
-    forget_runs(results, keep)
+    forget_runs(results, keep, {"backbone", "inference", "quality"})
     sections = results["sections"]
     assert [r["name"] for r in sections["backbone"]["runs"]] == ["keras-t1"]
     assert sections["backbone"]["rows"] == [{"r": 1}]
     assert sections["inference"] == {}
     assert [r["name"] for r in sections["quality"]["runs"]] == ["quality-speech"]
     assert sections["quality"]["rows"] == [{"r": 3}]
+
+
+def test_resume_with_only_leaves_the_other_sections_alone():
+    from bench.run import forget_runs, resumable
+
+    results = {
+        "sections": {
+            "backbone": {"rows": [{"r": 1}], "runs": [_run("keras-t1")]},
+            "quality": {"rows": [{"r": 3}], "runs": [_run("quality-speech")]},
+        }
+    }
+    planned = [("quality", "quality-speech"), ("quality", "quality-caption")]
+    keep = resumable(results, planned)
+    forget_runs(results, keep, {"quality"})  # `--only quality`
+    assert results["sections"]["backbone"] == {"rows": [{"r": 1}], "runs": [_run("keras-t1")]}
+    assert [r["name"] for r in results["sections"]["quality"]["runs"]] == ["quality-speech"]
 
 
 @pytest.mark.slow
