@@ -28,7 +28,8 @@ training clips per action the CNN reaches 66 % on unseen views in 20 epochs, and
 over its features 91 % top-1 (`small` preset; issue 4's note has the run). Differences
 lose the figure's colours, which captions name: the captioner's second CNN sees the frame
 beside its difference (`rgb_diff`, 6 channels) and learns the colours as extra heads
-(`train_frame_encoder` takes any number of them).
+(`train_frame_encoder` takes any number of them; `ClipHeads`, kept with the CNN, give the
+captioner their probabilities).
 
 Frames are prepared by graph code (`prepare_frames`: pick `num_frames` by `length`, resize,
 round to uint8) that the training pipeline and the export both run, so a served clip meets
