@@ -7,11 +7,22 @@ project stacks recurrent layers by hand.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 # `rnn` is the classic Elman cell: h_t = tanh(W_h·h_{t-1} + W_x·x_t + b_h).
 CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 MERGE_MODES = ("concat", "sum", "ave", "mul")
+
+
+def masked_mean(sequence, mask=None):
+    """The mean over time of `sequence` `[batch, time, ...]`, of the steps where `mask`
+    `[batch, time]` is true (all of them without a mask; 0 for a sequence with none)."""
+    if mask is None:
+        return ops.mean(sequence, axis=1)
+    weights = ops.cast(mask, sequence.dtype)
+    weights = ops.reshape(weights, (*ops.shape(weights), *[1] * (len(sequence.shape) - 2)))
+    count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1, sequence.dtype))
+    return ops.sum(sequence * weights, axis=1) / count
 
 
 @keras.saving.register_keras_serializable(package="rnnsuite")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from shared.attention import make_attention
-from shared.backbones import RecurrentBackbone
+from shared.backbones import RecurrentBackbone, masked_mean
 
 # Stands in for -inf in float32 log-probs: sums of a few stay finite, so no NaNs appear.
 _NEG = -1e9
@@ -181,12 +181,7 @@ class AttentiveDecoder(layers.Layer):
     # -- step-wise use -------------------------------------------------------------------
     def initial_states(self, memory, memory_mask=None):
         """Decoder states for the first step: one list of tensors per recurrent layer."""
-        if memory_mask is None:
-            summary = ops.mean(memory, axis=1)
-        else:
-            weights = ops.expand_dims(ops.cast(memory_mask, memory.dtype), -1)
-            count = ops.maximum(ops.sum(weights, axis=1), ops.cast(1, memory.dtype))
-            summary = ops.sum(memory * weights, axis=1) / count
+        summary = masked_mean(memory, memory_mask)
         return [[dense(summary) for dense in bridge] for bridge in self.bridges]
 
     def decoding_context(self, memory, memory_mask):

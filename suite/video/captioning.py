@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from shared.backbones import RecurrentBackbone
+from shared.backbones import RecurrentBackbone, masked_mean
 from shared.seq2seq import AttentiveDecoder, decode
 from shared.vocab import BOS_ID, EOS_ID
 
@@ -133,9 +133,7 @@ class VideoCaptioner(keras.Model):
         logits = self.decoder(caption_in, memory, memory_mask=mask, training=training)
         if self.classifier is None:
             return logits
-        weights = ops.expand_dims(ops.cast(mask, memory.dtype), -1)
-        pooled = ops.sum(memory * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
-        return {"caption": logits, "action": self.classifier(pooled)}
+        return {"caption": logits, "action": self.classifier(masked_mean(memory, mask))}
 
     def generate(self, features, length, beam_width=1, length_penalty=0.6, max_length=30):
         """Caption ids `[batch, steps]` (EOS included, 0 after it), as graph code."""

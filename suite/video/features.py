@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from shared.backbones import masked_mean
 from shared.config import data_dir
 from shared.errors import DataError
 
@@ -381,16 +382,13 @@ class ClipHeads(keras.Model):
         ]
 
     def call(self, features, valid=None, training=None):
-        if valid is None:
-            pooled = ops.mean(features, axis=1)
-        else:
+        mask = None
+        if valid is not None:
             steps = ops.shape(features)[1]
-            valid = ops.cast(valid, "int32")
-            mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(valid, 1)
-            mask = ops.cast(ops.expand_dims(mask, -1), features.dtype)
-            count = ops.cast(ops.maximum(ops.expand_dims(valid, 1), 1), features.dtype)
-            pooled = ops.sum(features * mask, axis=1) / count
-        pooled = self.drop(self.norm(pooled), training=training)
+            mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(
+                ops.cast(valid, "int32"), 1
+            )
+        pooled = self.drop(self.norm(masked_mean(features, mask)), training=training)
         return {head: layer(pooled) for head, layer in zip(self.classes, self.heads, strict=True)}
 
     def posteriors(self, features, valid):
