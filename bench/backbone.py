@@ -69,7 +69,9 @@ def _data(case: BackboneCase, seed: int):
 def keras_model(case: BackboneCase, variant: str, seed: int):
     import keras
 
-    from shared.backbones import CELLS, RecurrentBackbone
+    from shared.backbones import RecurrentBackbone
+
+    plain = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
 
     keras.utils.set_random_seed(seed)
     stack = [keras.Input((case.time, case.input_width), batch_size=case.batch)]
@@ -81,7 +83,7 @@ def keras_model(case: BackboneCase, variant: str, seed: int):
         )
     else:
         for _ in range(case.layers):
-            layer = CELLS[case.cell](case.units, return_sequences=True)
+            layer = plain[case.cell](case.units, return_sequences=True)  # Keras' own
             stack.append(keras.layers.Bidirectional(layer) if case.bidirectional else layer)
     model = keras.Sequential(stack)
     model.compile(

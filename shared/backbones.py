@@ -9,8 +9,11 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-# `rnn` is the classic Elman cell: h_t = tanh(W_h·h_{t-1} + W_x·x_t + b_h).
-CELLS = {"rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+from shared import recurrent
+
+# `rnn` is the classic Elman cell: h_t = tanh(W_h·h_{t-1} + W_x·x_t + b_h). Keras' layers,
+# with the input projection out of the time loop on a CPU (`shared.recurrent`).
+CELLS = {"rnn": recurrent.SimpleRNN, "lstm": recurrent.LSTM, "gru": recurrent.GRU}
 MERGE_MODES = ("concat", "sum", "ave", "mul")
 
 

@@ -24,11 +24,12 @@ def test_every_cell_and_shape_learns_delayed_recall(cell, shape):
     backbone = RecurrentBackbone(cell, 24, return_sequences=False, **SHAPES[shape])
     model = recall_model(backbone)
     model.compile(
-        keras.optimizers.Adam(0.01),
+        keras.optimizers.Adam(0.01, clipnorm=1.0),  # unclipped, 3 SimpleRNN layers can diverge
         keras.losses.SparseCategoricalCrossentropy(True),
         metrics=["accuracy"],
     )
-    model.fit(x, y, batch_size=32, epochs=6, verbose=0)
+    # The Elman cell learns the recall more slowly: in 6 epochs some seeds stall at 73 %.
+    model.fit(x, y, batch_size=32, epochs=10 if cell == "rnn" else 6, verbose=0)
     accuracy = np.mean(np.argmax(model.predict(vx, verbose=0), -1) == vy)
     assert accuracy > 0.9, f"{cell}/{shape}: {accuracy:.2f} (chance 0.25)"
 
