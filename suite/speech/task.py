@@ -31,7 +31,7 @@ from suite.speech.features import SpeechFeatures
 from suite.speech.lm import LM_FILE, LexiconDecoder, build_language_model, copy_language_model
 from suite.speech.model import SpeechRecognizer
 from suite.speech.pipeline import AugmentConfig, load_waveforms, make_dataset, telephone
-from suite.speech.text import ALPHABET, check_transcript
+from suite.speech.text import ALPHABET, check_transcript, language_model_text
 
 VOCAB_FILE = "vocab.json"
 STATS_FILE = "feature_stats.json"
@@ -89,9 +89,14 @@ class SpeechDecodeConfig:
     # words of an n-gram language model (suite.speech.lm), on the CPU after the graph.
     method: str = "lm"
     beam_width: int = 8  # beam's
-    # An ARPA model; "" builds one of order `lm_order` from the training transcripts.
+    # An ARPA model; "" builds one of order `lm_order` from the training transcripts and,
+    # with the embedded corpus, text its audio does not say: the text sources' training
+    # sentences and `lm_generated` more generated training transcripts (valid and test
+    # sentences held out). Test OOV words: 10.1 % -> 2.8 %; test WER 52.6 % -> 48.4 % (the
+    # same small-preset model); 0 reads the training transcripts only.
     lm_path: str = ""
     lm_order: int = 3
+    lm_generated: int = 100_000
     # Chosen on the embedded corpus's validation voices with the small preset's model
     # (greedy: WER 66.4 %, CER 25.3 %): WER 37.8 %, CER 21.4 %; weights 1.5 / 2.5 gave WER
     # 38.5 / 38.4 %; beams of 50 / 500 40.1 / 37.0 % (the search's time grows with the
@@ -120,6 +125,7 @@ PRESETS = {
     "tiny": {
         "data": {"train_size": 24, "valid_size": 6, "test_size": 6, "stats_utterances": 24},
         "model": {"conv_filters": 8, "units": 32, "num_layers": 1},
+        "decode": {"lm_generated": 0},
         "train": {"epochs": 2, "batch_size": 8},
     },
     # Sized for 2 CPU cores: time subsampled by 3 (33 steps/s: enough for CTC on the
@@ -272,9 +278,12 @@ class SpeechTask(Task):
         if not path.is_file():
             if transcripts is None:
                 transcripts = self._transcripts(config, data, "train")
+            if data is None and decode.lm_generated:
+                extra = language_model_text(decode.lm_generated, config.data.corpus_seed)
+                transcripts = list(transcripts) + extra
             print(
                 f"speech: building a {decode.lm_order}-gram language model of "
-                f"{len(transcripts)} training transcripts -> {path}",
+                f"{len(transcripts)} sentences of training text -> {path}",
                 flush=True,
             )
             build_language_model(transcripts, path, decode.lm_order)

@@ -369,3 +369,13 @@ class TranscriptGenerator:
 
     def take(self, count: int) -> list[Transcript]:
         return [self.sample() for _ in range(count)]
+
+
+def language_model_text(count: int, seed=0, sentences=None) -> list[str]:
+    """Text for the recognizer's language model beyond the transcripts of the audio: every
+    training-split sentence of the pool (`sentences`, default `sentence_pool()`) and
+    `count` more transcripts drawn from the training generator. Valid and test sentences
+    stay out (`sentence_split`); the other kinds come from one small grammar, so their
+    transcripts recur in every split."""
+    generator = TranscriptGenerator(f"{seed}/language-model", "train", sentences=sentences)
+    return list(generator.sentences) + [t.text for t in generator.take(count)]

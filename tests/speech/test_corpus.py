@@ -32,6 +32,7 @@ from suite.speech.text import (
     KINDS,
     TranscriptGenerator,
     check_transcript,
+    language_model_text,
     normalize,
     number_words,
     sentence_pool,
@@ -107,6 +108,17 @@ def test_test_sentences_never_occur_in_training(fortunes):
     test = TranscriptGenerator(0, "test", sentences=fortunes)
     assert test.sentences and all(sentence_split(s) == "test" for s in test.sentences)
     assert not set(test.sentences) & train
+
+
+def test_language_model_text_has_every_training_sentence_and_no_test_one(fortunes):
+    text = language_model_text(300, sentences=fortunes)
+    training = [s for s in fortunes if sentence_split(s) == "train"]
+    assert len(text) == len(training) + 300
+    assert set(training) <= set(text)
+    held_out = {s for s in fortunes if sentence_split(s) != "train"}
+    assert held_out and not held_out & set(text)
+    assert any(line not in fortunes for line in text)  # numbers, dates, commands too
+    assert text == language_model_text(300, sentences=fortunes)  # seeded
 
 
 # ---------------------------------------------------------------------------------------
