@@ -154,7 +154,11 @@ PRESETS = {
         "model": {"units": 32},
         "train": {"epochs": 3, "batch_size": 8},
     },
-    "small": {},
+    # The frame CNN trains 40 epochs (~30 min on 2 cores, once: cached): after 20 its
+    # validation accuracy was 71 % and still rising, after 40 about 79 %; test top-1 of the
+    # GRU on its features 88.9 -> 92.8 %, and the captioner on them BLEU-4 39.1 -> 41.2,
+    # right action 83.3 -> 87.8 % (one run each, `--set cnn.epochs=40`).
+    "small": {"cnn": {"epochs": 40}},
     "base": {
         "data": {"train_clips": 100, "valid_clips": 12, "test_clips": 20, "render_size": 160},
         "frames": {"size": 112},
