@@ -4,8 +4,8 @@ Keras' generic (non-cuDNN) recurrent loop multiplies each step's input by the in
 inside the loop: one small matmul per step forwards, and per step again backwards for the
 kernel's gradient. Every step's input is known before the loop starts, so these layers
 compute `inputs @ kernel + bias` for all steps in one large matmul and leave only the
-recurrent matmul in the loop (what cuDNN does on a GPU). A 2-layer BiGRU of the speech
-recognizer trains twice as fast on a CPU this way.
+recurrent matmul in the loop (what cuDNN does on a GPU). The speech recognizer's training
+step (a 2-layer BiGRU) takes about 28 % less time on a CPU this way.
 
 They are drop-in replacements: the same constructor, weights, checkpoints and outputs as
 the Keras layers (equal to float rounding; `tests/shared/test_recurrent.py`). They defer to
