@@ -17,6 +17,11 @@ CELLS = {"rnn": recurrent.SimpleRNN, "lstm": recurrent.LSTM, "gru": recurrent.GR
 MERGE_MODES = ("concat", "sum", "ave", "mul")
 
 
+def length_mask(length, steps):
+    """Boolean `[batch, steps]`: True on each row's first `length[row]` steps."""
+    return ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(ops.cast(length, "int32"), 1)
+
+
 def masked_mean(sequence, mask=None):
     """The mean over time of `sequence` `[batch, time, ...]`, of the steps where `mask`
     `[batch, time]` is true (all of them without a mask; 0 for a sequence with none)."""

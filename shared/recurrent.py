@@ -90,11 +90,9 @@ class LSTM(_ProjectedInputs, layers.LSTM):
         cell = self.cell
         h, c = states
         z = projected + ops.matmul(h, cell.recurrent_kernel)
-        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
-        c = cell.recurrent_activation(z_f) * c + cell.recurrent_activation(z_i) * cell.activation(
-            z_c
-        )
-        h = cell.recurrent_activation(z_o) * cell.activation(c)
+        i, f, g, o = ops.split(z, 4, axis=-1)  # input, forget, candidate, output
+        c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)
+        h = cell.recurrent_activation(o) * cell.activation(c)
         return h, [h, c]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from shared.backbones import RecurrentBackbone
+from shared.backbones import RecurrentBackbone, length_mask
 
 
 @keras.saving.register_keras_serializable(package="rnnsuite")
@@ -89,8 +89,7 @@ class ActionClassifier(keras.Model):
     def call(self, inputs, training=None):
         x, length = inputs
         x = self.features(x, training=training)
-        steps = ops.shape(x)[1]
-        mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(ops.cast(length, "int32"), 1)
+        mask = length_mask(length, ops.shape(x)[1])
         x = self.feature_dropout(self.feature_norm(x), training=training)
         state = self.backbone(x, mask=mask, training=training)
         return self.head(self.head_dropout(state, training=training))

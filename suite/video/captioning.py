@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from shared.backbones import RecurrentBackbone, masked_mean
+from shared.backbones import RecurrentBackbone, length_mask, masked_mean
 from shared.seq2seq import AttentiveDecoder, decode
 from shared.vocab import BOS_ID, EOS_ID
 
@@ -116,8 +116,7 @@ class VideoCaptioner(keras.Model):
 
     def encode(self, features, length, training=None):
         """Encoder memory `[batch, time, units (x2)]` and its mask `[batch, time]`."""
-        steps = ops.shape(features)[1]
-        mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(ops.cast(length, "int32"), 1)
+        mask = length_mask(length, ops.shape(features)[1])
         if self.streams and len(self.streams) > 1:
             parts = ops.split(features, list(itertools.accumulate(self.streams[:-1])), axis=-1)
             norms = zip(self.feature_norms, parts, strict=True)

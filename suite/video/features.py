@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from shared.backbones import masked_mean
+from shared.backbones import length_mask, masked_mean
 from shared.config import data_dir
 from shared.errors import DataError
 
@@ -382,12 +382,7 @@ class ClipHeads(keras.Model):
         ]
 
     def call(self, features, valid=None, training=None):
-        mask = None
-        if valid is not None:
-            steps = ops.shape(features)[1]
-            mask = ops.expand_dims(ops.arange(steps), 0) < ops.expand_dims(
-                ops.cast(valid, "int32"), 1
-            )
+        mask = None if valid is None else length_mask(valid, ops.shape(features)[1])
         pooled = self.drop(self.norm(masked_mean(features, mask)), training=training)
         return {head: layer(pooled) for head, layer in zip(self.classes, self.heads, strict=True)}
 
