@@ -36,6 +36,9 @@ class SpeechFeatures(keras.layers.Layer):
         utterance_mean: subtract each utterance's own mean of the static features
             (cepstral mean normalisation), which removes a voice's or a channel's fixed
             spectral colouring before the stored statistics apply.
+        vtlp: training only: stretch each utterance's frequency axis by a random factor
+            in [1 - vtlp, 1 + vtlp] (vocal tract length perturbation, Jaitly & Hinton
+            2013): formants move as between speakers, while the tempo stays.
         frame_length, frame_step, fft_length: STFT sizes in samples (25 ms / 10 ms at 16 kHz).
         lower_hz, upper_hz: mel filterbank range.
         sample_rate: of the waveform; 16 kHz everywhere in this project.
@@ -57,6 +60,7 @@ class SpeechFeatures(keras.layers.Layer):
         num_mfcc=13,
         deltas=True,
         utterance_mean=False,
+        vtlp=0.0,
         frame_length=400,
         frame_step=160,
         fft_length=512,
@@ -73,6 +77,8 @@ class SpeechFeatures(keras.layers.Layer):
         self.num_mfcc = num_mfcc
         self.deltas = deltas
         self.utterance_mean = utterance_mean
+        self.vtlp = vtlp
+        self.seed_generator = keras.random.SeedGenerator(23) if vtlp else None
         self.frame_length = frame_length
         self.frame_step = frame_step
         self.fft_length = fft_length
@@ -93,8 +99,9 @@ class SpeechFeatures(keras.layers.Layer):
         length = tf.cast(length, tf.int32)
         return tf.maximum(0, 1 + (length - self.frame_length) // self.frame_step)
 
-    def raw(self, waveform, length):
-        """Unnormalised features and frame lengths."""
+    def raw(self, waveform, length, warp=None):
+        """Unnormalised features and frame lengths; `warp` ([batch] factors) stretches
+        each row's frequency axis (`warp_frequencies`)."""
         waveform = tf.cast(waveform, tf.float32)
         # At least one frame, so empty batches and very short inputs keep their shape.
         short = tf.maximum(0, self.frame_length - tf.shape(waveform)[1])
@@ -103,6 +110,8 @@ class SpeechFeatures(keras.layers.Layer):
             waveform, self.frame_length, self.frame_step, self.fft_length, pad_end=False
         )
         power = tf.math.square(tf.abs(stft))
+        if warp is not None:
+            power = warp_frequencies(power, warp)
         mel_matrix = tf.signal.linear_to_mel_weight_matrix(
             self.num_mel_bins,
             self.fft_length // 2 + 1,
@@ -125,8 +134,13 @@ class SpeechFeatures(keras.layers.Layer):
         mask = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
         return features * mask[..., None], frames
 
-    def call(self, waveform, length):
-        features, frames = self.raw(waveform, length)
+    def call(self, waveform, length, training=None):
+        warp = None
+        if training and self.vtlp:
+            seed = self.seed_generator.next()[:2]
+            batch = tf.shape(waveform)[:1]
+            warp = tf.random.stateless_uniform(batch, seed, 1.0 - self.vtlp, 1.0 + self.vtlp)
+        features, frames = self.raw(waveform, length, warp)
         features = (features - self.mean) / self.std
         mask = tf.sequence_mask(frames, tf.shape(features)[1], dtype=features.dtype)
         return features * mask[..., None], frames
@@ -160,6 +174,7 @@ class SpeechFeatures(keras.layers.Layer):
             "num_mfcc": self.num_mfcc,
             "deltas": self.deltas,
             "utterance_mean": self.utterance_mean,
+            "vtlp": self.vtlp,
             "frame_length": self.frame_length,
             "frame_step": self.frame_step,
             "fft_length": self.fft_length,
@@ -167,6 +182,25 @@ class SpeechFeatures(keras.layers.Layer):
             "upper_hz": self.upper_hz,
             "sample_rate": self.sample_rate,
         }
+
+
+def warp_frequencies(power, factors, boundary=0.8):
+    """Spectra `[batch, frames, bins]` with each row's frequency axis stretched by its
+    factor (>1 moves formants up): piecewise linear, frequency f shows what was at
+    f / factor up to a knee, then a straight line to the Nyquist bin (unmoved, so no
+    band is lost or invented); linear interpolation between bins."""
+    bins = tf.shape(power)[-1]
+    nyquist = tf.cast(bins - 1, tf.float32)
+    factors = tf.cast(factors, tf.float32)[:, None]
+    frequency = tf.range(bins, dtype=tf.float32)[None, :]
+    knee = boundary * nyquist * tf.minimum(factors, 1.0)
+    upper = knee / factors + (nyquist - knee / factors) * (frequency - knee) / (nyquist - knee)
+    source = tf.clip_by_value(tf.where(frequency <= knee, frequency / factors, upper), 0.0, nyquist)
+    left = tf.minimum(tf.cast(source, tf.int32), bins - 2)
+    weight = (source - tf.cast(left, tf.float32))[:, None, :]
+    below = tf.gather(power, left, axis=2, batch_dims=1)
+    above = tf.gather(power, left + 1, axis=2, batch_dims=1)
+    return below * (1.0 - weight) + above * weight
 
 
 def _hold_last(features, frames):

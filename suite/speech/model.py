@@ -148,7 +148,7 @@ class SpeechRecognizer(keras.Model):
         self.head = CTCHead(num_classes, name="ctc_head")
 
     def call(self, inputs, training=None):
-        features, frames = self.featurizer(inputs["waveform"], inputs["length"])
+        features, frames = self.featurizer(inputs["waveform"], inputs["length"], training=training)
         features = self.augment(features, frames, training=training)
         x = features[..., None]
         for conv in self.convs:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from suite.speech.features import SpeechFeatures
+from suite.speech.features import SpeechFeatures, warp_frequencies
 
 
 def chirp(seconds=0.5, rate=16000):
@@ -101,3 +101,31 @@ def test_utterance_mean_removes_a_fixed_gain_and_ignores_padding(kind):
     np.testing.assert_allclose(features[0, :n], features[1, :n], atol=1e-3)
     plain, _ = SpeechFeatures(kind)(batch, length)
     assert np.abs(plain[0, :n] - plain[1, :n]).max() > 0.5  # the gain shows without it
+
+
+def tone_power(hz, rate=16000):
+    t = np.arange(rate // 2) / rate
+    stft = tf.signal.stft(np.sin(2 * np.pi * hz * t).astype("float32")[None], 400, 160, 512)
+    return tf.square(tf.abs(stft))
+
+
+def test_warp_frequencies_moves_a_tone_by_its_factor_and_keeps_the_band():
+    power = tone_power(1000.0)
+    peak_hz = [
+        int(np.argmax(warp_frequencies(power, [factor])[0, 5])) * 8000 / 256
+        for factor in (0.9, 1.0, 1.2)
+    ]
+    assert peak_hz == pytest.approx([900, 1000, 1200], abs=8000 / 256)
+    np.testing.assert_array_equal(warp_frequencies(power, [1.0]), power)
+    top = tone_power(7900.0)  # above the knee: squeezed, never pushed past Nyquist
+    assert int(np.argmax(warp_frequencies(top, [1.2])[0, 5])) > 240
+
+
+def test_vtlp_warps_only_in_training():
+    signal = chirp()[None]
+    length = tf.constant([signal.shape[1]])
+    layer = SpeechFeatures("logmel", vtlp=0.2)
+    plain, _ = SpeechFeatures("logmel")(signal, length)
+    np.testing.assert_array_equal(layer(signal, length)[0], plain)
+    warped, _ = layer(signal, length, training=True)
+    assert np.abs(warped - plain).max() > 0.1
