@@ -48,7 +48,8 @@ class TrainConfig:
     early_stopping_patience: int = 0
     steps_per_epoch: int | None = None
     # Wall-clock budget in minutes (0 = none): training stops after the last epoch that is
-    # expected to end within it (epochs are never cut short, so checkpoints stay whole).
+    # expected to end within it (epochs are never cut short, so checkpoints stay whole),
+    # and a decaying lr_schedule decays over the epochs that fit when fewer than planned.
     time_limit_minutes: float = 0.0
     seed: int = 1234
     mixed_precision: bool = False

@@ -64,8 +64,14 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 # -- optimizer --------------------------------------------------------------------------
-def make_optimizer(train: config_lib.TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam (AdamW with weight decay), learning-rate schedule with warmup, clipping."""
+def make_optimizer(
+    train: config_lib.TrainConfig, total_steps: int, horizon: tf.Variable | None = None
+) -> keras.optimizers.Optimizer:
+    """Adam (AdamW with weight decay), learning-rate schedule with warmup, clipping.
+
+    With a `horizon` variable (steps; `TimeBudget` sets it), a decaying schedule planned
+    over `total_steps` runs over the horizon instead (`FittedSchedule`).
+    """
     rate = train.learning_rate
     warmup = train.warmup_steps
     decay_steps = max(1, total_steps - warmup)
@@ -93,10 +99,28 @@ def make_optimizer(train: config_lib.TrainConfig, total_steps: int) -> keras.opt
         raise ConfigError(
             f"unknown lr_schedule {train.lr_schedule!r}; choose constant, cosine or exponential"
         )
+    if horizon is not None and isinstance(
+        schedule, keras.optimizers.schedules.LearningRateSchedule
+    ):
+        schedule = FittedSchedule(schedule, total_steps, horizon)
     clip = {"clipnorm": train.clipnorm} if train.clipnorm else {}
     if train.weight_decay:
         return keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay, **clip)
     return keras.optimizers.Adam(schedule, **clip)
+
+
+class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule`, planned over `planned_steps`, run in `horizon` steps when that is fewer:
+    a time-limited run on a slow machine still ends its decay (`TimeBudget`)."""
+
+    def __init__(self, schedule, planned_steps: int, horizon: tf.Variable):
+        self.schedule = schedule
+        self.planned_steps = max(1, planned_steps)
+        self.horizon = horizon
+
+    def __call__(self, step):
+        horizon = tf.clip_by_value(tf.cast(self.horizon, tf.float32), 1.0, self.planned_steps)
+        return self.schedule(tf.cast(step, tf.float32) * (self.planned_steps / horizon))
 
 
 # -- checkpoints ------------------------------------------------------------------------
@@ -109,12 +133,19 @@ class RunCheckpoint(keras.callbacks.Callback):
     non-chief ones write to a scratch dir.
     """
 
-    def __init__(self, run_dir: Path, model, optimizer, keep: int = 3, chief: bool = True):
+    def __init__(
+        self, run_dir: Path, model, optimizer, keep: int = 3, chief: bool = True, horizon=None
+    ):
         super().__init__()
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self._checkpoint = tf.train.Checkpoint(
-            model=model_variables(model), optimizer=list(optimizer.variables), epoch=self.epoch
-        )
+        self._objects = {
+            "model": model_variables(model),
+            "optimizer": list(optimizer.variables),
+            "epoch": self.epoch,
+        }
+        if horizon is not None:
+            self._objects["lr_horizon"] = horizon
+        self._checkpoint = tf.train.Checkpoint(**self._objects)
         directory = Path(run_dir) / CHECKPOINT_DIR
         if not chief:
             directory = Path(run_dir) / ".workers" / f"{os.getpid()}"
@@ -124,7 +155,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         """Restores the latest checkpoint if any; returns the number of finished epochs."""
         latest = self._manager.latest_checkpoint
         if latest:
-            self._checkpoint.restore(latest).assert_existing_objects_matched()
+            # A run that gains a time limit on resume has no saved horizon: it keeps the
+            # planned one until its first epoch ends.
+            saved = {name.partition("/")[0] for name, _ in tf.train.list_variables(latest)}
+            objects = {key: value for key, value in self._objects.items() if key in saved}
+            tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
@@ -157,12 +192,17 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training before an epoch that would end past `minutes` of this run's time.
 
     The next epoch is expected to take as long as the mean of this run's epochs so far
-    (validation included).
+    (validation included). With a `horizon` variable (the steps a `FittedSchedule`
+    decays over), each epoch sets it to the steps of the epochs expected to fit, at most
+    the planned `epochs`, so the learning rate has decayed when time runs out.
     """
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, horizon=None, epochs=0, steps_per_epoch=0):
         super().__init__()
         self.seconds = 60.0 * minutes
+        self.horizon = horizon
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
         self.stopped_after = None
         self._start = self._epochs = 0
 
@@ -172,13 +212,22 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._epochs += 1
         elapsed = time.monotonic() - self._start
-        if elapsed + elapsed / self._epochs > self.seconds:
+        more = int((self.seconds - elapsed) // (elapsed / self._epochs))  # epochs that fit
+        if more < 1:
             self.stopped_after = epoch + 1
             self.model.stop_training = True
             print(
                 f"time limit: stopping after epoch {epoch + 1} ({elapsed / 60:.1f} of "
                 f"{self.seconds / 60:g} minutes; another epoch would not fit)"
             )
+        elif self.horizon is not None:
+            epochs = min(self.epochs, epoch + 1 + more)
+            self.horizon.assign(float(epochs * self.steps_per_epoch))
+            if self._epochs == 1 and epochs < self.epochs:
+                print(
+                    f"time limit: about {epochs} of {self.epochs} epochs fit in "
+                    f"{self.seconds / 60:g} minutes; the learning rate decays over those"
+                )
 
 
 def model_variables(model) -> list:
@@ -238,16 +287,26 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         # Length-bucketed pipelines have no static size; the schedule needs one.
         steps_per_epoch = int(train_ds.reduce(0, lambda count, _: count + 1))
 
+    planned_steps = train_cfg.epochs * (steps_per_epoch or 1)
     with strategy.scope():
         model = task.build_model(config, run_dir)
+        # A time-limited run fits its learning-rate decay into the time (`TimeBudget`).
+        horizon = None
+        if train_cfg.time_limit_minutes:
+            horizon = tf.Variable(float(planned_steps), trainable=False, name="lr_horizon")
         model.compile(
-            optimizer=make_optimizer(train_cfg, train_cfg.epochs * (steps_per_epoch or 1)),
+            optimizer=make_optimizer(train_cfg, planned_steps, horizon),
             jit_compile=train_cfg.jit_compile,
             **task.compile_args(config),
         )
         model.optimizer.build(model.trainable_variables)
         checkpoint = RunCheckpoint(
-            run_dir, model, model.optimizer, keep=train_cfg.keep_checkpoints, chief=chief
+            run_dir,
+            model,
+            model.optimizer,
+            keep=train_cfg.keep_checkpoints,
+            chief=chief,
+            horizon=horizon,
         )
         initial_epoch = checkpoint.restore()
         if train_cfg.strategy == "multi_worker":
@@ -268,7 +327,11 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         ]
     if train_cfg.time_limit_minutes:
-        callbacks.append(TimeBudget(train_cfg.time_limit_minutes))
+        callbacks.append(
+            TimeBudget(
+                train_cfg.time_limit_minutes, horizon, train_cfg.epochs, steps_per_epoch or 1
+            )
+        )
     if train_cfg.early_stopping_patience and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(patience=train_cfg.early_stopping_patience))
     started = time.monotonic()

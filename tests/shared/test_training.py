@@ -64,6 +64,31 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(monkeypatch):
     assert budget.stopped_after == 1 and budget.model.stop_training
 
 
+def test_time_budget_fits_the_learning_rate_decay_into_the_time(monkeypatch):
+    clock = iter([0.0, 20.0])
+    monkeypatch.setattr(training.time, "monotonic", lambda: next(clock))
+    horizon = tf.Variable(1000.0)
+    budget = training.TimeBudget(minutes=1.5, horizon=horizon, epochs=10, steps_per_epoch=100)
+    budget.set_model(type("Model", (), {"stop_training": False})())
+    budget.on_train_begin()
+    budget.on_epoch_end(0)
+    # 20 s epochs in 90 s: 4 of the 10 planned epochs fit, so the decay ends after 400 steps.
+    assert float(horizon.numpy()) == 400.0
+    config = TrainConfig(learning_rate=0.1, lr_schedule="cosine")
+    schedule = make_optimizer(config, 1000, horizon)._learning_rate
+    assert float(schedule(200)) == pytest.approx(0.0505, rel=1e-3)  # half way
+    assert float(schedule(400)) == pytest.approx(0.001, rel=1e-3)  # decayed (alpha 0.01)
+    horizon.assign(5000.0)  # a fast machine never stretches the plan
+    assert float(schedule(500)) == pytest.approx(0.0505, rel=1e-3)
+
+
+def test_a_run_resumes_with_or_without_a_time_limit(tmp_path):
+    train(ToyTask(), toy_config(epochs=1, lr_schedule="cosine"), tmp_path)
+    limited = toy_config(epochs=2, lr_schedule="cosine", time_limit_minutes=5)
+    assert train(ToyTask(), limited, tmp_path)["epochs"] == 2
+    assert train(ToyTask(), toy_config(epochs=3, lr_schedule="cosine"), tmp_path)["epochs"] == 3
+
+
 def test_a_time_limited_run_trains_whole_epochs_and_records_its_time(tmp_path):
     summary = train(ToyTask(), toy_config(epochs=50, time_limit_minutes=0.001), tmp_path)
     assert summary["epochs"] == 1 and history_epochs(tmp_path) == [0]
