@@ -33,7 +33,8 @@ load ~4, 2 workers, default engine mix): 600 utterances in 116 s, 5.2 utterances
 0.15 CPU-seconds per utterance (so ~10/s on two idle cores). Per utterance: espeak ~0.03 s,
 flite ~0.05-0.13 s, festival ~0.45 s (mostly start-up), piper ~0.4 s. Utterances average
 2 s of audio (65 KB), so the default corpus (4000 + 200 + 300 utterances, ~2.5 h of audio,
-~300 MB) takes 8-15 minutes once; later calls find it cached.
+~300 MB) takes 4-15 minutes once (3.9 min on two idle cores of a later VM, 19 utterances/s);
+later calls find it cached.
 
 `read_manifest` reads user CSV/TSV manifests; `RnnsuiteSpeech` (a TFDS builder, defined on
 first access so that TensorFlow is imported only when it is used) serves the generated
