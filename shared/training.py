@@ -195,14 +195,19 @@ class TimeBudget(keras.callbacks.Callback):
     (validation included). With a `horizon` variable (the steps a `FittedSchedule`
     decays over), each epoch sets it to the steps of the epochs expected to fit, at most
     the planned `epochs`, so the learning rate has decayed when time runs out.
+
+    Under multi_worker (pass its `strategy`), the workers decide on their mean time, so
+    all of them stop after the same epoch: one that went on alone would wait forever for
+    the others in its first all-reduce.
     """
 
-    def __init__(self, minutes: float, horizon=None, epochs=0, steps_per_epoch=0):
+    def __init__(self, minutes: float, horizon=None, epochs=0, steps_per_epoch=0, strategy=None):
         super().__init__()
         self.seconds = 60.0 * minutes
         self.horizon = horizon
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
+        self.strategy = strategy
         self.stopped_after = None
         self._start = self._epochs = 0
 
@@ -211,7 +216,7 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs += 1
-        elapsed = time.monotonic() - self._start
+        elapsed = self._elapsed()
         more = int((self.seconds - elapsed) // (elapsed / self._epochs))  # epochs that fit
         if more < 1:
             self.stopped_after = epoch + 1
@@ -228,6 +233,14 @@ class TimeBudget(keras.callbacks.Callback):
                     f"time limit: about {epochs} of {self.epochs} epochs fit in "
                     f"{self.seconds / 60:g} minutes; the learning rate decays over those"
                 )
+
+    def _elapsed(self) -> float:
+        elapsed = time.monotonic() - self._start
+        if self.strategy is None:
+            return elapsed
+        # The all-reduce hands every worker the same bits, hence the same decision.
+        local = self.strategy.run(lambda: tf.constant(elapsed, tf.float32))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
 
 
 def model_variables(model) -> list:
@@ -329,7 +342,11 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
     if train_cfg.time_limit_minutes:
         callbacks.append(
             TimeBudget(
-                train_cfg.time_limit_minutes, horizon, train_cfg.epochs, steps_per_epoch or 1
+                train_cfg.time_limit_minutes,
+                horizon,
+                train_cfg.epochs,
+                steps_per_epoch or 1,
+                strategy=strategy if train_cfg.strategy == "multi_worker" else None,
             )
         )
     if train_cfg.early_stopping_patience and val_ds is not None:

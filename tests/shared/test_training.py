@@ -179,12 +179,16 @@ def _free_port():
 @pytest.mark.multiworker
 def test_two_local_cpu_workers_train_together(tmp_path):
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    # Worker 1's clock runs a million times fast: alone it would stop after the first epoch
+    # while worker 0, far from the 5-minute limit, went on (and waited forever for it).
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]);"
-        "from toy import ToyTask, ToyConfig; from shared import config; from shared.training import train;"
-        "cfg = config.resolve(ToyConfig, overrides=['train.epochs=2', 'train.steps_per_epoch=4',"
-        " 'train.strategy=multi_worker']);"
-        "summary = train(ToyTask(), cfg, sys.argv[2]); summary.pop('fit_seconds');"
+        "import sys, time, types; sys.path.insert(0, sys.argv[1]);"
+        "from toy import ToyTask, ToyConfig; from shared import config, training;"
+        "fast = types.SimpleNamespace(monotonic=lambda: 1e6 * time.monotonic());"
+        "training.time = fast if sys.argv[3] == '1' else time;"
+        "cfg = config.resolve(ToyConfig, overrides=['train.epochs=3', 'train.steps_per_epoch=4',"
+        " 'train.strategy=multi_worker', 'train.time_limit_minutes=5']);"
+        "summary = training.train(ToyTask(), cfg, sys.argv[2]); summary.pop('fit_seconds');"
         "print('SUMMARY', summary)"
     )
     workers = []
@@ -193,7 +197,14 @@ def test_two_local_cpu_workers_train_together(tmp_path):
         env = dict(os.environ, TF_CONFIG=tf_config)
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-c", script, str(TESTS_DIR), str(tmp_path / f"run{index}")],
+                [
+                    sys.executable,
+                    "-c",
+                    script,
+                    str(TESTS_DIR),
+                    str(tmp_path / f"run{index}"),
+                    str(index),
+                ],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -205,10 +216,11 @@ def test_two_local_cpu_workers_train_together(tmp_path):
     for worker, (out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
         summaries.append(out.split("SUMMARY", 1)[1].strip())
-        assert "'epochs': 2" in summaries[-1] and "'steps': 8" in summaries[-1]
+        # Both stopped on their mean time (half a million times real time): after epoch 1.
+        assert "'epochs': 1" in summaries[-1] and "'steps': 4" in summaries[-1]
     # Gradients were all-reduced: both workers end with the same weights, hence the same logs.
     assert summaries[0] == summaries[1]
     # Only the chief (worker 0) writes the run dir's shared files.
-    assert history_epochs(tmp_path / "run0") == [0, 1]
-    assert tf.train.latest_checkpoint(str(tmp_path / "run0" / "checkpoints")).endswith("-2")
+    assert history_epochs(tmp_path / "run0") == [0]
+    assert tf.train.latest_checkpoint(str(tmp_path / "run0" / "checkpoints")).endswith("-1")
     assert not (tmp_path / "run1" / "history.csv").exists()
