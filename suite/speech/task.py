@@ -39,7 +39,10 @@ STATS_FILE = "feature_stats.json"
 
 @dataclass
 class SpeechDataConfig:
-    # Utterances per split of the embedded corpus.
+    # Utterances per split of the embedded corpus. Three times as many training utterances
+    # at the same number of steps (small preset, 8 epochs of 12000 against 24 of 4000) gave
+    # test WER 46.6 / 46.3 % on seeds 1234 / 7 against 46.5 / 45.6 %: the steps limit it,
+    # not the utterances, and the larger corpus takes three times as long to make.
     train_size: int = 4000
     valid_size: int = 200
     test_size: int = 300
@@ -91,6 +94,8 @@ class SpeechModelConfig:
     cell: str = "gru"
     units: int = 192
     num_layers: int = 3
+    # Between recurrent layers. Small preset, 24 epochs: 0.3 gave test WER 48.1 % (slt 71 /
+    # 65 %) against 46.5 % (63 / 63 %): the model underfits its training set already.
     dropout: float = 0.1
     residual: bool = True
     layer_norm: bool = False
