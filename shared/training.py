@@ -197,8 +197,8 @@ class TimeBudget(keras.callbacks.Callback):
     the planned `epochs`, so the learning rate has decayed when time runs out.
 
     Under multi_worker (pass its `strategy`), the workers decide on their mean time, so
-    all of them stop after the same epoch: one that went on alone would wait forever for
-    the others in its first all-reduce.
+    all of them stop after the same epoch: one that went on alone would fail in its next
+    all-reduce, its peers gone.
     """
 
     def __init__(self, minutes: float, horizon=None, epochs=0, steps_per_epoch=0, strategy=None):
@@ -287,8 +287,9 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
     if chief:
         config_lib.save(config, run_dir)
 
+    multi_worker = train_cfg.strategy == "multi_worker"
     train_ds, val_ds = task.datasets(config, data, run_dir)
-    if train_cfg.strategy == "multi_worker":
+    if multi_worker:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
@@ -322,7 +323,7 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
             horizon=horizon,
         )
         initial_epoch = checkpoint.restore()
-        if train_cfg.strategy == "multi_worker":
+        if multi_worker:
             _patch_keras_for_multi_worker(model)
 
     summary = {"resumed_from_epoch": initial_epoch, "epochs": initial_epoch, "logs": {}}
@@ -346,7 +347,7 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
                 horizon,
                 train_cfg.epochs,
                 steps_per_epoch or 1,
-                strategy=strategy if train_cfg.strategy == "multi_worker" else None,
+                strategy=strategy if multi_worker else None,
             )
         )
     if train_cfg.early_stopping_patience and val_ds is not None:

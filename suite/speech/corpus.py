@@ -72,9 +72,8 @@ MANIFEST = "manifest.csv"
 FIELDS = ("path", "transcript", "voice", "engine", "duration")
 # Bump when a change to generation makes old corpora stale: it is part of the corpus name.
 CORPUS_VERSION = 1
-# Share of utterances per engine (renormalised over the engines a split has).
-# Each engine's share of a split's utterances. More natural training speakers of another
-# kind did not help the unseen natural voice slt (small preset, 24 epochs, seeds 1234 / 7,
+# Share of utterances per engine (renormalised over the engines a split has). More natural
+# training speakers of another kind did not help the unseen natural voice slt (small preset, 24 epochs, seeds 1234 / 7,
 # test WER 46.5 / 45.6 % without): MBROLA's recorded diphone voices through espeak-ng
 # (Debian non-free mbrola-us1, -us2, -us3, -en1; us1 a woman) at weight 0.2 gave 48.4 /
 # 46.6 %, slt 63 / 61 % as before; with 15 accented mbrola voices too, 46.6 % (seed 1234).

@@ -180,7 +180,7 @@ def _free_port():
 def test_two_local_cpu_workers_train_together(tmp_path):
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
     # Worker 1's clock runs a million times fast: alone it would stop after the first epoch
-    # while worker 0, far from the 5-minute limit, went on (and waited forever for it).
+    # while worker 0, far from the 5-minute limit, went on (and failed in its next all-reduce).
     script = (
         "import sys, time, types; sys.path.insert(0, sys.argv[1]);"
         "from toy import ToyTask, ToyConfig; from shared import config, training;"
