@@ -11,8 +11,11 @@ PRESET ?= small
 # spoken corpus, public-domain text, the two Bibles for translation, apertium as a peer;
 # IRSTLM builds the speech recognizer's word language model.
 SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
-	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv apertium-eng-spa libsndfile1 \
-	irstlm
+	festvox-us-slt-hts libttspico-utils fortunes sword-text-web sword-text-sparv \
+	apertium-eng-spa libsndfile1 irstlm
+# libttspico-utils (SVOX Pico's voices; Apache-2.0, but its voice data comes without
+# source) is in Debian's non-free component, which `make setup` adds where it is missing.
+NON_FREE_SOURCES := /etc/apt/sources.list.d/rnnsuite-non-free.sources
 
 .PHONY: setup system-packages test test-fast lint format demo bench bench-quick gpu-check clean \
 	train-speech train-action train-caption train-translation train-video train-nlp \
@@ -28,15 +31,23 @@ $(VENV)/.installed: pyproject.toml
 
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "system packages: all installed"; \
-	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	if [ -z "$$missing" ]; then echo "system packages: all installed"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
 	else \
 		echo "rnnsuite needs these system packages; install them with:"; \
 		echo "  sudo apt-get install -y $$missing"; \
-	fi
+		exit 0; \
+	fi; \
+	if grep -qx "ID=debian" /etc/os-release 2>/dev/null \
+		&& ! grep -rqsE "^[^#]*\bnon-free(\s|$$)" /etc/apt/sources.list /etc/apt/sources.list.d; then \
+		codename=$$(. /etc/os-release && echo $$VERSION_CODENAME); \
+		echo "adding Debian's non-free component for libttspico-utils: $(NON_FREE_SOURCES)"; \
+		printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+			"$$codename" | $$sudo tee $(NON_FREE_SOURCES) >/dev/null; \
+	fi; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing
 
 # Tests run in parallel workers, a test file per worker (its module fixtures train once);
 # most toy trainings are too small to keep two cores busy on their own.

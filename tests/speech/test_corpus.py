@@ -131,6 +131,7 @@ ONE_VOICE_EACH = [
     "festival:kal_diphone",
     "festival:cmu_us_slt_arctic_hts",
     "piper:joe",
+    "pico:en-US",
 ]
 
 
@@ -186,6 +187,8 @@ def test_voice_split_has_no_overlap_and_holds_out_whole_speakers():
     # A held-out speaker is held out in every engine that has it.
     assert {"flite:slt", "festival:cmu_us_slt_arctic_hts"} <= set(splits["test"])
     assert "flite:rms" in splits["valid"]
+    # Pico's parametric women train: the nearest kind of voice to slt.
+    assert {"pico:en-US", "pico:en-GB"} <= set(splits["train"])
     train_speakers = {speaker_of(voice) for voice in splits["train"]}
     for split in ("valid", "test"):
         assert not train_speakers & HELD_OUT[split]["speakers"]
