@@ -11,10 +11,13 @@ PRESET ?= small
 # spoken corpus, public-domain text, the two Bibles for translation, apertium as a peer;
 # IRSTLM builds the speech recognizer's word language model.
 SYSTEM_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
-	festvox-us-slt-hts libttspico-utils fortunes sword-text-web sword-text-sparv \
+	festvox-us-slt-hts fortunes sword-text-web sword-text-sparv \
 	apertium-eng-spa libsndfile1 irstlm
-# libttspico-utils (SVOX Pico's voices; Apache-2.0, but its voice data comes without
-# source) is in Debian's non-free component, which `make setup` adds where it is missing.
+# Optional: SVOX Pico's voices (Apache-2.0, but the voice data comes without source) are in
+# Debian's non-free component (Ubuntu: multiverse), which `make setup` adds on Debian where
+# it is missing. Where they still can't be installed, setup goes on and the speech corpus
+# is made without them (it warns, naming the package).
+OPTIONAL_PACKAGES := libttspico-utils
 NON_FREE_SOURCES := /etc/apt/sources.list.d/rnnsuite-non-free.sources
 
 .PHONY: setup system-packages test test-fast lint format demo bench bench-quick gpu-check clean \
@@ -30,7 +33,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-packages:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(SYSTEM_PACKAGES) $(OPTIONAL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then echo "system packages: all installed"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
@@ -42,12 +45,18 @@ system-packages:
 	if grep -qx "ID=debian" /etc/os-release 2>/dev/null \
 		&& ! grep -rqsE "^[^#]*\bnon-free(\s|$$)" /etc/apt/sources.list /etc/apt/sources.list.d; then \
 		codename=$$(. /etc/os-release && echo $$VERSION_CODENAME); \
-		echo "adding Debian's non-free component for libttspico-utils: $(NON_FREE_SOURCES)"; \
+		echo "adding Debian's non-free component for $(OPTIONAL_PACKAGES): $(NON_FREE_SOURCES)"; \
 		printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: %s\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
 			"$$codename" | $$sudo tee $(NON_FREE_SOURCES) >/dev/null; \
 	fi; \
-	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends $$missing
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"; \
+	required=$$(for p in $$missing; do case " $(OPTIONAL_PACKAGES) " in *" $$p "*) ;; *) echo $$p;; esac; done); \
+	$$sudo apt-get update -qq || exit 1; \
+	if [ -n "$$required" ]; then $$install $$required || exit 1; fi; \
+	for p in $(OPTIONAL_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || $$install $$p \
+			|| echo "optional package $$p could not be installed; the speech corpus is made without it"; \
+	done
 
 # Tests run in parallel workers, a test file per worker (its module fixtures train once);
 # most toy trainings are too small to keep two cores busy on their own.
