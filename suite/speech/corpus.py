@@ -473,9 +473,20 @@ def _sizes(size) -> dict[str, int]:
     return {split: int(sizes[split]) for split in SPLITS}
 
 
+def corpus_params(sizes: dict[str, int], seed: int, voices: dict[str, list[str]]) -> dict:
+    """Everything that shapes the corpus's audio (`params.json` in its folder)."""
+    return {
+        "version": CORPUS_VERSION,
+        "sizes": sizes,
+        "seed": seed,
+        "voices": voices,
+        "engine_weights": ENGINE_WEIGHTS,
+    }
+
+
 def corpus_name(sizes: dict[str, int], seed: int, voices: dict[str, list[str]]) -> str:
     """Folder name: readable sizes and seed, and a digest of everything that shapes the audio."""
-    params = {"version": CORPUS_VERSION, "sizes": sizes, "seed": seed, "voices": voices}
+    params = corpus_params(sizes, seed, voices)
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     return f"tts-{sizes['train']}-{sizes['valid']}-{sizes['test']}-seed{seed}-{digest}"
 
@@ -591,7 +602,7 @@ def prepare_corpus(
         return manifests
 
     folder.mkdir(parents=True, exist_ok=True)
-    params = {"version": CORPUS_VERSION, "sizes": sizes, "seed": seed, "voices": voices}
+    params = corpus_params(sizes, seed, voices)
     (folder / "params.json").write_text(json.dumps(params, indent=1))
     jobs = _load_plan(folder)
     if jobs is None:

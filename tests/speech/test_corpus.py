@@ -18,6 +18,7 @@ from suite.speech.corpus import (
     SPLITS,
     EngineMissingWarning,
     available_voices,
+    corpus_name,
     engine_for,
     female_like,
     prepare_corpus,
@@ -244,6 +245,16 @@ def test_installed_voices_cover_every_split():
     splits = split_voices(voices)
     assert all(splits[split] for split in SPLITS), {s: len(v) for s, v in splits.items()}
     assert voice_split("flite:slt") == "test"
+
+
+def test_corpus_name_changes_with_what_shapes_the_audio(monkeypatch):
+    sizes, voices = {"train": 8, "valid": 2, "test": 2}, {"train": ["espeak:en-us+m1"]}
+    name = corpus_name(sizes, 0, voices)
+    assert name.startswith("tts-8-2-2-seed0-")
+    assert corpus_name(sizes, 1, voices) != name
+    assert corpus_name(sizes, 0, {"train": ["espeak:en-us+m2"]}) != name
+    monkeypatch.setitem(corpus.ENGINE_WEIGHTS, "espeak", 0.9)
+    assert corpus_name(sizes, 0, voices) != name
 
 
 # ---------------------------------------------------------------------------------------
