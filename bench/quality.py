@@ -68,6 +68,8 @@ def measure(domain: str, preset: str, work: Path, log) -> dict:
         "preset": preset,
         # A resumed results file holds rows of several commits.
         "git": machine.git_commit(),
+        # Rows are pasted into reports of other runs, maybe made on another machine.
+        "machine": machine.describe(machine.machine_info()),
         "budget_minutes": budget,
         "epochs": summary.get("epochs"),
         "fit_seconds": summary.get("fit_seconds"),

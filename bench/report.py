@@ -405,8 +405,9 @@ def _minutes(value) -> str:
     return "?" if value is None else f"{value / 60:.1f} min"
 
 
-def quality_table(section: dict) -> list[str]:
-    """Each domain's preset under its time budget: test metrics and times (`bench.quality`)."""
+def quality_table(section: dict, header_machine: str | None = None) -> list[str]:
+    """Each domain's preset under its time budget: test metrics and times (`bench.quality`);
+    rows measured on another machine than `header_machine` name theirs below the table."""
     body = []
     for row in section.get("rows", []):
         scores = []
@@ -455,6 +456,13 @@ def quality_table(section: dict) -> list[str]:
                 body,
             ),
         ]
+    elsewhere = [
+        f"- {row['domain']} ({row.get('git', '–')}): {row['machine']}"
+        for row in section.get("rows", [])
+        if row.get("machine") and row["machine"] != header_machine
+    ]
+    if elsewhere:
+        lines += ["", "Rows measured on another machine than the header's:", "", *elsewhere]
     return lines + _failed_runs(section)
 
 
@@ -518,7 +526,7 @@ def render(results: dict, results_path: Path | None = None) -> str:
         lines += [
             "",
             "### Model quality under each preset's time budget (`bench/quality.py`)",
-            *quality_table(sections["quality"]),
+            *quality_table(sections["quality"], machine.describe(info)),
         ]
     else:
         lines += [

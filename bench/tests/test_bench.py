@@ -126,6 +126,13 @@ def test_quality_rows_render_their_metrics_and_times():
     assert row_line in markdown
     assert "| x | small | 30 min | 12 | 25.0 min | 27.0 min | – | – | WER 50.0%; CER" in markdown
     assert "Not measured in this run" not in markdown
+    assert "another machine" not in markdown  # neither row says where it ran
+
+    here = report.machine.describe(results["machine"])
+    row["machine"], older["machine"] = "Other CPU (2 cores; avx512f)", here
+    markdown = report.render(results)
+    assert "- speech (abc1234): Other CPU (2 cores; avx512f)" in markdown
+    assert "- x (" not in markdown  # measured on the header's machine
 
 
 def test_quality_section_runs_a_process_per_domain_only_where_a_preset_is_set(tmp_path):
