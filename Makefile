@@ -33,7 +33,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-packages:
-	@missing=$$(for p in $(SYSTEM_PACKAGES) $(OPTIONAL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@required=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	optional=$$(for p in $(OPTIONAL_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	missing=$$(echo $$required $$optional); \
 	if [ -z "$$missing" ]; then echo "system packages: all installed"; exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; \
@@ -42,7 +44,7 @@ system-packages:
 		echo "  sudo apt-get install -y $$missing"; \
 		exit 0; \
 	fi; \
-	if grep -qx "ID=debian" /etc/os-release 2>/dev/null \
+	if [ -n "$$optional" ] && grep -qx "ID=debian" /etc/os-release 2>/dev/null \
 		&& ! grep -rqsE "^[^#]*\bnon-free(\s|$$)" /etc/apt/sources.list /etc/apt/sources.list.d; then \
 		codename=$$(. /etc/os-release && echo $$VERSION_CODENAME); \
 		echo "adding Debian's non-free component for $(OPTIONAL_PACKAGES): $(NON_FREE_SOURCES)"; \
@@ -50,12 +52,10 @@ system-packages:
 			"$$codename" | $$sudo tee $(NON_FREE_SOURCES) >/dev/null; \
 	fi; \
 	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"; \
-	required=$$(for p in $$missing; do case " $(OPTIONAL_PACKAGES) " in *" $$p "*) ;; *) echo $$p;; esac; done); \
 	$$sudo apt-get update -qq || exit 1; \
 	if [ -n "$$required" ]; then $$install $$required || exit 1; fi; \
-	for p in $(OPTIONAL_PACKAGES); do \
-		dpkg -s $$p >/dev/null 2>&1 || $$install $$p \
-			|| echo "optional package $$p could not be installed; the speech corpus is made without it"; \
+	for p in $$optional; do \
+		$$install $$p || echo "optional package $$p could not be installed; the speech corpus is made without it"; \
 	done
 
 # Tests run in parallel workers, a test file per worker (its module fixtures train once);

@@ -95,9 +95,9 @@ class SpeechModelConfig:
     conv_filters: int = 32
     time_stride: int = 2
     cell: str = "gru"
-    # Small preset with Pico voices, 24 epochs, seed 1234: 3 layers of 128 (about the same
-    # parameters as its 2 of 160) gave test WER 43.1 % against 42.7 %, greedy 74.3 against
-    # 77.2 %; without Pico the same change took 16 % longer for the same epochs.
+    # Small preset with Pico voices, 24 epochs, seed 1234: 3 layers of 128 (about the
+    # parameters of the preset's 2 of 160) gave test WER 43.1 % against 42.7 %, greedy 74.3
+    # against 77.2 %; without Pico the same change took 16 % longer for the same epochs.
     units: int = 192
     num_layers: int = 3
     # Between recurrent layers. Small preset, 24 epochs: 0.3 gave test WER 48.1 % (slt 71 /
