@@ -181,11 +181,17 @@ class LexiconDecoder:
             )
         texts = []
         for row, length in zip(log_probs, np.asarray(lengths).reshape(-1), strict=True):
-            emissions = np.array(row[: int(length)], np.float32, order="C")  # a copy
-            emissions[:, self._never] = -1e9  # untrained special classes never win
-            if len(emissions) == 0:
+            if int(length) == 0:
                 texts.append("")
                 continue
+            # Every spelling ends with the separator, but transcripts do not: the model
+            # writes no space after the last word, and a hypothesis whose last word is
+            # unfinished cannot end. A closing frame that is surely the separator lets the
+            # last word end; without it the search dropped a third of the last words.
+            closing = np.full((1, self.num_classes), -1e9, np.float32)
+            closing[0, self._silence] = 0.0
+            emissions = np.concatenate([row[: int(length)], closing]).astype(np.float32)
+            emissions[:, self._never] = -1e9  # untrained special classes never win
             best = self._decoder.decode(emissions.ctypes.data, len(emissions), self.num_classes)
             words = best[0].words if best else []
             texts.append(" ".join(self._word_dict.get_entry(w) for w in words if w >= 0))

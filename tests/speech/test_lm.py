@@ -70,6 +70,17 @@ def test_the_language_model_mends_what_the_acoustics_got_wrong(model_path):
     assert decoder(log_probs, [log_probs.shape[1]]) == ["the cat sat on the mat"]
 
 
+def test_the_last_word_ends_without_a_space_after_it(model_path):
+    # A trained model writes no space after the last word (transcripts have none), while
+    # every spelling in the lexicon ends with one: the search must still end that word.
+    log_probs = emissions("the dog ate the bone")
+    space = TOKENS.index(" ")
+    log_probs[0, log_probs[0].argmax(-1) != space, space] = np.log(1e-30)
+    assert LexiconDecoder(model_path, TOKENS)(log_probs, [log_probs.shape[1]]) == [
+        "the dog ate the bone"
+    ]
+
+
 def test_only_the_models_words_are_written(model_path):
     log_probs = emissions("the cat zat on the mat")
     words = LexiconDecoder(model_path, TOKENS)(log_probs, [log_probs.shape[1]])[0].split()
