@@ -135,6 +135,12 @@ class LexiconDecoder:
         names = [f"<{i}>" if len(t) != 1 or t == separator else t for i, t in enumerate(tokens)]
         names[self._silence] = "|"
         self._never = [i for i, t in enumerate(tokens) if len(t) != 1]
+        # Every spelling ends with the separator, but transcripts do not: the model writes
+        # no space after the last word, and a hypothesis whose last word is unfinished
+        # cannot end. A closing frame that is surely the separator lets the last word end;
+        # without it the search dropped a third of the last words.
+        self._closing = np.full((1, self.num_classes), -1e9, np.float32)
+        self._closing[0, self._silence] = 0.0
         token_dict = Dictionary([*names, "<blank>"])
         spellable = set(tokens) - {separator}
         self.words = sorted({w for w in arpa_words(lm_path) if set(w) <= spellable})
@@ -184,13 +190,7 @@ class LexiconDecoder:
             if int(length) == 0:
                 texts.append("")
                 continue
-            # Every spelling ends with the separator, but transcripts do not: the model
-            # writes no space after the last word, and a hypothesis whose last word is
-            # unfinished cannot end. A closing frame that is surely the separator lets the
-            # last word end; without it the search dropped a third of the last words.
-            closing = np.full((1, self.num_classes), -1e9, np.float32)
-            closing[0, self._silence] = 0.0
-            emissions = np.concatenate([row[: int(length)], closing]).astype(np.float32)
+            emissions = np.concatenate([row[: int(length)], self._closing])  # a copy
             emissions[:, self._never] = -1e9  # untrained special classes never win
             best = self._decoder.decode(emissions.ctypes.data, len(emissions), self.num_classes)
             words = best[0].words if best else []
