@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +63,11 @@ def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None
         offsets = np.cumsum([0] + [len(a) for a in arrays])
         samples = np.concatenate(arrays) if arrays else np.zeros([0], np.int16)
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_suffix(".part.npz")
-        np.savez(scratch, samples=samples, offsets=offsets)
-        scratch.rename(path)
+        # A scratch file of its own: runs started together write the same cache at once.
+        handle, scratch = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, samples=samples, offsets=offsets)
+        os.replace(scratch, path)
     return [
         samples[offsets[i] : offsets[i + 1]].astype(np.float32) / 32767.0
         for i in range(len(offsets) - 1)

@@ -116,3 +116,26 @@ def test_clipping_policy(tmp_path):
         warnings.simplefilter("error")
         load_audio(path, clipping="ignore")
         load_audio(write_audio(tmp_path / "clean.wav", _tone(), 16000))
+
+
+def test_waveform_cache_survives_another_run_writing_it_at_the_same_time(tmp_path, monkeypatch):
+    from suite.speech import pipeline
+    from suite.speech.corpus import Utterance
+
+    wave = np.sin(np.arange(8000) / 9.0).astype(np.float32) * 0.5
+    write_audio(tmp_path / "a.wav", wave, 16000)
+    utterances = [Utterance(tmp_path / "a.wav", "a")]
+    cache = tmp_path / "cache"
+    savez = np.savez
+
+    def savez_while_another_run_finishes(file, **arrays):
+        savez(file, **arrays)
+        monkeypatch.setattr(pipeline.np, "savez", savez)
+        pipeline.load_waveforms(utterances, cache, progress=False)  # the other run
+
+    monkeypatch.setattr(pipeline.np, "savez", savez_while_another_run_finishes)
+    (loaded,) = pipeline.load_waveforms(utterances, cache, progress=False)
+    np.testing.assert_allclose(loaded, wave, atol=1e-4)
+    assert len(list(cache.iterdir())) == 1  # the cache, no scratch file left behind
+    (cached,) = pipeline.load_waveforms(utterances, cache, progress=False)
+    np.testing.assert_array_equal(cached, loaded)
