@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from shared.config import PRESETS
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
     if args.data_dir:
         os.environ["RNNSUITE_DATA_DIR"] = str(args.data_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return _run(args)
     except RnnsuiteError as error:
@@ -105,6 +107,13 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        warnings.showwarning = shown
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """One line per warning: a user reads its message, not the source line that raised it."""
+    print(f"rnnsuite: {category.__name__}: {message}", file=sys.stderr)
 
 
 def _run(args) -> int:

@@ -4,9 +4,10 @@ Files are decoded with soundfile (libsndfile: wav, flac, ogg, mp3 with libsndfil
 and, where it cannot, with librosa (audioread/ffmpeg backends). Channels are averaged and
 the rate converted with soxr.
 
-Bad input is refused with a `DataError` that names the file: missing, unreadable or
-corrupt, empty, silent (peak below `SILENCE_PEAK`), or longer than `max_seconds` (default
-`MAX_SECONDS`; long recordings must be cut before transcription).
+Bad input is refused with a `DataError` that names the file: missing, a folder,
+unreadable or corrupt, empty, silent (peak below `SILENCE_PEAK`), channels that cancel
+when mixed to mono, shorter than one feature frame (`MIN_SECONDS`), or longer than
+`max_seconds` (default `MAX_SECONDS`; long recordings must be cut before transcription).
 
 Clipping policy: a file with more than `CLIP_FRACTION` of its samples at full scale is
 clipped. Clipped speech is still intelligible, so by default (`clipping="warn"`) it is
@@ -27,6 +28,8 @@ from shared.errors import DataError
 
 SAMPLE_RATE = 16000
 MAX_SECONDS = 60.0
+# The shortest transcribable audio: one 25 ms feature frame.
+MIN_SECONDS = 0.025
 # Peak amplitude (full scale = 1) below which a file is taken to hold no signal (-60 dBFS).
 SILENCE_PEAK = 1e-3
 # Samples at or above this magnitude count as clipped ...
@@ -61,20 +64,35 @@ def load_audio(
     if clipping not in CLIPPING_POLICIES:
         raise ValueError(f"clipping must be one of {CLIPPING_POLICIES}, got {clipping!r}")
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an audio file")
     if not path.is_file():
         raise DataError(f"{path}: no such audio file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     samples, rate = _decode(path, max_seconds)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
     if samples.size == 0:
         raise DataError(f"{path}: empty audio file (0 samples)")
-    _check_length(path, samples.size / rate, max_seconds)
     peak = float(np.max(np.abs(samples)))
     if not np.isfinite(peak):
         raise DataError(f"{path}: corrupt audio (samples are NaN or infinite)")
     if peak < SILENCE_PEAK:
         raise DataError(
             f"{path}: silent audio (peak {peak:.2g} is below {SILENCE_PEAK:g}, i.e. -60 dBFS)"
+        )
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+        if float(np.max(np.abs(samples))) < SILENCE_PEAK:
+            raise DataError(
+                f"{path}: its channels cancel out when mixed to mono (one is the other "
+                "inverted); keep one channel"
+            )
+    seconds = samples.size / rate
+    _check_length(path, seconds, max_seconds)
+    if seconds < MIN_SECONDS:
+        raise DataError(
+            f"{path}: audio is {seconds * 1000:.1f} ms long, too short to transcribe "
+            f"(at least {MIN_SECONDS * 1000:g} ms, one feature frame)"
         )
     clipped = float(np.mean(np.abs(samples) >= CLIP_LEVEL))
     if clipped > CLIP_FRACTION and clipping != "ignore":

@@ -700,7 +700,8 @@ def read_manifest(path) -> list[Utterance]:
     first_line = text.partition("\n")[0]
     delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in first_line else ","
     reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
-    columns, utterances = None, []
+    separator = "a tab" if delimiter == "\t" else "a comma"
+    columns, fields, utterances = None, [], []
     try:
         for row in reader:
             line = reader.line_num
@@ -709,13 +710,14 @@ def read_manifest(path) -> list[Utterance]:
             if columns is None:
                 columns = _header(row, path)
                 if columns is not None:
+                    fields = [cell.strip() or "unnamed" for cell in row]
                     continue
-                columns = {"path": 0, "transcript": 1}
-                if len(row) != 2:
-                    raise DataError(
-                        f"{path}:{line}: expected 2 fields (path, transcript) or a header row "
-                        f"naming the columns, got {len(row)}"
-                    )
+                columns, fields = {"path": 0, "transcript": 1}, ["path", "transcript"]
+            if len(row) != len(fields):
+                raise DataError(
+                    f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got "
+                    f"{len(row)}; a transcript that holds {separator} must be quoted"
+                )
             utterances.append(_utterance(row, columns, path, line))
     except csv.Error as error:
         raise DataError(f"{path}:{reader.line_num}: malformed row ({error})") from None
@@ -736,10 +738,6 @@ def _header(row: list[str], manifest: Path) -> dict[str, int] | None:
 
 def _utterance(row: list[str], columns: dict[str, int], manifest: Path, line: int) -> Utterance:
     where = f"{manifest}:{line}"
-    if len(row) < len(columns):
-        raise DataError(
-            f"{where}: expected {len(columns)} fields ({', '.join(columns)}), got {len(row)}"
-        )
     cell = {name: row[index].strip() for name, index in columns.items()}
     if not cell["path"]:
         raise DataError(f"{where}: empty audio path")

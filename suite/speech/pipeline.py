@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from shared.errors import DataError
 from suite.speech.audio import SAMPLE_RATE, load_audio
 
 BUCKET_SECONDS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
@@ -42,13 +43,16 @@ class AugmentConfig:
 
 
 def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None, progress=True):
-    """Decoded int16 waveforms of `utterances`, cached by the manifest's content.
+    """Decoded int16 waveforms of `utterances`, cached by the files and the manifest.
 
     Returns a list of float32 arrays in [-1, 1].
+
+    Raises:
+        DataError: listing every unreadable file with its manifest row.
     """
-    key = hashlib.sha1(
-        "\n".join(f"{u.path}|{u.transcript}" for u in utterances).encode()
-    ).hexdigest()[:16]
+    # A file rewritten in place (new size or time) or a new length limit is a new cache.
+    files = "\n".join(f"{_file_stamp(u.path)}|{u.transcript}" for u in utterances)
+    key = hashlib.sha1(f"{max_seconds}\n{files}".encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"waveforms-{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
@@ -56,10 +60,18 @@ def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None
     else:
         from tqdm.auto import tqdm
 
-        arrays = [
-            np.round(load_audio(u.path, max_seconds=max_seconds) * 32767).astype(np.int16)
-            for u in tqdm(utterances, desc="decoding audio", unit="file", disable=not progress)
-        ]
+        arrays, errors = [], []
+        for u in tqdm(utterances, desc="decoding audio", unit="file", disable=not progress):
+            try:
+                audio = load_audio(u.path, max_seconds=max_seconds)
+            except DataError as error:
+                errors.append(f"{u.origin}: {error}" if u.origin else str(error))
+                continue
+            arrays.append(np.round(audio * 32767).astype(np.int16))
+        if errors:
+            listed = "\n  ".join(errors[:20])
+            more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+            raise DataError(f"{len(errors)} unusable audio file(s):\n  {listed}{more}")
         offsets = np.cumsum([0] + [len(a) for a in arrays])
         samples = np.concatenate(arrays) if arrays else np.zeros([0], np.int16)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +84,14 @@ def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None
         samples[offsets[i] : offsets[i + 1]].astype(np.float32) / 32767.0
         for i in range(len(offsets) - 1)
     ]
+
+
+def _file_stamp(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"{path}|missing"  # load_audio says so, naming the row
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 # -- augmentation (graph code) ------------------------------------------------------------

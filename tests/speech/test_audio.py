@@ -86,6 +86,29 @@ def test_refuses_empty_file(tmp_path):
         load_audio(path)
 
 
+def test_refuses_zero_byte_file_and_folder(tmp_path):
+    (tmp_path / "zero.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"zero\.wav: empty file \(0 bytes\)"):
+        load_audio(tmp_path / "zero.wav")
+    (tmp_path / "clips.wav").mkdir()
+    with pytest.raises(DataError, match=r"clips\.wav: a folder, not an audio file"):
+        load_audio(tmp_path / "clips.wav")
+
+
+def test_refuses_stereo_whose_channels_cancel(tmp_path):
+    path = tmp_path / "inverted.wav"
+    soundfile.write(path, np.stack([_tone(), -_tone()], axis=1), 16000)
+    with pytest.raises(DataError, match=r"inverted\.wav: its channels cancel out"):
+        load_audio(path)
+
+
+def test_refuses_audio_shorter_than_a_frame(tmp_path):
+    path = write_audio(tmp_path / "click.wav", _tone(0.001), 16000)
+    with pytest.raises(DataError, match=r"click\.wav: audio is 1\.0 ms long, too short"):
+        load_audio(path)
+    assert len(load_audio(write_audio(tmp_path / "ok.wav", _tone(0.03), 16000))) == 480
+
+
 def test_refuses_silent_file(tmp_path):
     path = tmp_path / "silent.flac"
     soundfile.write(path, np.full(16000, 1e-5, np.float32), 16000)
@@ -139,3 +162,37 @@ def test_waveform_cache_survives_another_run_writing_it_at_the_same_time(tmp_pat
     assert len(list(cache.iterdir())) == 1  # the cache, no scratch file left behind
     (cached,) = pipeline.load_waveforms(utterances, cache, progress=False)
     np.testing.assert_array_equal(cached, loaded)
+
+
+def test_waveform_cache_follows_a_rewritten_file_and_the_length_limit(tmp_path):
+    from suite.speech.corpus import Utterance
+    from suite.speech.pipeline import load_waveforms
+
+    utterances = [Utterance(write_audio(tmp_path / "a.wav", _tone(1.0), 16000), "a")]
+    (first,) = load_waveforms(utterances, tmp_path / "cache", progress=False)
+    write_audio(tmp_path / "a.wav", _tone(0.5), 16000)
+    (rewritten,) = load_waveforms(utterances, tmp_path / "cache", progress=False)
+    assert (len(first), len(rewritten)) == (16000, 8000)
+    with pytest.raises(DataError, match=r"over the 0\.25 s limit"):
+        load_waveforms(utterances, tmp_path / "cache", max_seconds=0.25, progress=False)
+
+
+def test_unusable_files_are_all_named_with_their_manifest_rows(tmp_path):
+    from suite.speech.corpus import Utterance
+    from suite.speech.pipeline import load_waveforms
+
+    good = write_audio(tmp_path / "good.wav", _tone(), 16000)
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(16000), 16000)
+    (tmp_path / "zero.wav").write_bytes(b"")
+    rows = [
+        Utterance(good, "a", origin="m.csv:2"),
+        Utterance(silent, "b", origin="m.csv:3"),
+        Utterance(tmp_path / "zero.wav", "c", origin="m.csv:4"),
+    ]
+    with pytest.raises(DataError) as error:
+        load_waveforms(rows, tmp_path / "cache", progress=False)
+    message = str(error.value)
+    assert message.startswith("2 unusable audio file(s)")
+    assert "m.csv:3: " in message and "silent.wav: silent audio" in message
+    assert "m.csv:4: " in message and "zero.wav: empty file" in message
+    assert "m.csv:2" not in message

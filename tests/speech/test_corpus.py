@@ -383,6 +383,12 @@ def test_reads_tsv_without_header(recordings):
         ),
         ("audio/a.wav,ok\naudio/b.flac\n", r"m\.csv:2: expected 2 fields \(path, transcript\)"),
         ("audio/a.wav,ok,extra\n", r"m\.csv:1: expected 2 fields"),
+        # An unquoted comma must not cut the transcript short.
+        (
+            "path,transcript\naudio/a.wav,hello, world\n",
+            r"m\.csv:2: expected 2 fields \(path, transcript\), got 3; .* must be quoted",
+        ),
+        ("path,,transcript\naudio/a.wav,ok\n", r"m\.csv:2: expected 3 fields \(path, unnamed"),
         ("path,text\na.wav,x\n", r"m\.csv:1: header has no 'transcript' column"),
         ("path,transcript\n,hello\n", r"m\.csv:2: empty audio path"),
         ("path,transcript,duration\naudio/a.wav,ok,long\n", r"m\.csv:2: duration 'long'"),
