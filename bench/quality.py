@@ -25,7 +25,16 @@ from bench import machine
 
 # The metrics each domain reports, in table order (metrics.json keys).
 METRICS = {
-    "speech": ("wer", "cer", "wer_greedy", "cer_greedy", "wer_telephone", "cer_telephone"),
+    "speech": (
+        "wer",
+        "cer",
+        "wer_greedy",
+        "cer_greedy",
+        "wer_telephone",
+        "cer_telephone",
+        "pocketsphinx_wer",
+        "pocketsphinx_cer",
+    ),
     "action": ("top1", "top5", "mean_class_accuracy"),
     "caption": ("bleu4", "cider", "right_action"),
     "translation": ("bleu", "chrf", "apertium_bleu", "apertium_chrf"),

@@ -35,7 +35,7 @@ VARIANTS = [
 NOT_MEASURED = [
     (
         "Quality of each `small` preset under its time budget: WER/CER, top-1, "
-        "BLEU-4/CIDEr, BLEU/chrF with apertium beside it",
+        "BLEU-4/CIDEr, BLEU/chrF with apertium and WER/CER with PocketSphinx beside them",
         "`make bench` (the `full` profile; about two hours on 2 cores)",
     ),
 ]
@@ -388,6 +388,8 @@ QUALITY_FORMAT = {
     "cer_greedy": ("CER without the LM", 100, 1, "%"),
     "wer_telephone": ("telephone WER", 100, 1, "%"),
     "cer_telephone": ("telephone CER", 100, 1, "%"),
+    "pocketsphinx_wer": ("PocketSphinx WER", 100, 1, "%"),
+    "pocketsphinx_cer": ("PocketSphinx CER", 100, 1, "%"),
     "top1": ("top-1", 100, 1, "%"),
     "top5": ("top-5", 100, 1, "%"),
     "mean_class_accuracy": ("mean class accuracy", 100, 1, "%"),

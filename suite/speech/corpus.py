@@ -780,7 +780,7 @@ def _define_tfds_builder():
         Building generates the corpus with `prepare_corpus` if it is not cached.
 
         Example:
-            >>> import suite.speech.corpus  # noqa: registers the builder
+            >>> from suite.speech.corpus import RnnsuiteSpeech  # defines and registers it
             >>> tfds.load("rnnsuite_speech/tiny", split="test", data_dir=...)
         """
 

@@ -18,9 +18,9 @@ from shared.errors import DataError
 from shared.export import (
     METADATA,
     export_endpoint,
+    load_endpoint,
     read_metadata,
     resolve_export_dir,
-    serve,
     write_metadata,
 )
 from shared.task import Task, run_info
@@ -31,7 +31,7 @@ from suite.speech.features import SpeechFeatures
 from suite.speech.lm import LM_FILE, LexiconDecoder, build_language_model, copy_language_model
 from suite.speech.model import SpeechRecognizer
 from suite.speech.pipeline import AugmentConfig, load_waveforms, make_dataset, telephone
-from suite.speech.text import ALPHABET, check_transcript, language_model_text
+from suite.speech.text import ALPHABET, check_transcript, language_model_text, normalize
 
 VOCAB_FILE = "vocab.json"
 STATS_FILE = "feature_stats.json"
@@ -140,6 +140,10 @@ class SpeechDecodeConfig:
     lm_weight: float = 2.0
     word_score: float = 1.0
     lm_beam_width: int = 200
+    # `evaluate` also scores CMU PocketSphinx's US English model (PyPI `pocketsphinx`, an
+    # HMM recogniser with its own large-vocabulary LM) on the same test audio, the peer our
+    # figures stand beside; it costs ~0.25 s per second of audio on one core.
+    peer: bool = True
 
 
 @dataclass
@@ -414,16 +418,21 @@ class SpeechTask(Task):
             hyps = [hypotheses[i] for i in chosen]
             scores[f"wer[{voice}]"] = metrics.wer(refs, hyps)
             scores[f"cer[{voice}]"] = metrics.cer(refs, hyps)
+        columns = {
+            "origin": test.origins,
+            "voice": test.voices,
+            "reference": test.transcripts,
+            "hypothesis": hypotheses,
+            "hypothesis_telephone": telephone_hypotheses,
+        }
+        peer = pocketsphinx_transcribe(test.waveforms) if config.decode.peer else None
+        if peer is not None:
+            scores["pocketsphinx_wer"] = metrics.wer(test.transcripts, peer)
+            scores["pocketsphinx_cer"] = metrics.cer(test.transcripts, peer)
+            columns["pocketsphinx"] = peer
         with open(Path(run_dir) / "predictions.tsv", "w", encoding="utf-8") as handle:
-            handle.write("origin\tvoice\treference\thypothesis\thypothesis_telephone\n")
-            for row in zip(
-                test.origins,
-                test.voices,
-                test.transcripts,
-                hypotheses,
-                telephone_hypotheses,
-                strict=True,
-            ):
+            handle.write("\t".join(columns) + "\n")
+            for row in zip(*columns.values(), strict=True):
                 handle.write("\t".join(row) + "\n")
         return scores
 
@@ -453,12 +462,44 @@ class SpeechTask(Task):
         export_dir = resolve_export_dir(export_dir)
         decoder = export_lm_decoder(export_dir)
         max_seconds = read_metadata(export_dir).get("max_seconds", 30.0)
-        waveforms = [load_audio(path, max_seconds=max_seconds) for path in inputs]
+        # Every file is read first, and every bad one named, before any work is done.
+        waveforms, errors = [], []
+        for path in inputs:
+            try:
+                waveforms.append(load_audio(path, max_seconds=max_seconds))
+            except DataError as error:
+                errors.append(str(error))
+        if errors:
+            raise DataError(
+                f"{len(errors)} of {len(inputs)} files unusable:\n  " + "\n  ".join(errors)
+            )
+        endpoint = load_endpoint(export_dir)
         lines = []
         for start in range(0, len(waveforms), 16):
             batch, lengths = pad(waveforms[start : start + 16])
-            lines += _texts(serve(export_dir, {"waveform": batch, "length": lengths}), decoder)
+            outputs = endpoint(waveform=tf.constant(batch), length=tf.constant(lengths))
+            lines += _texts({name: value.numpy() for name, value in outputs.items()}, decoder)
         return [f"{path}\t{text}" for path, text in zip(inputs, lines, strict=True)]
+
+
+def pocketsphinx_transcribe(waveforms) -> list[str] | None:
+    """Transcripts of 16 kHz waveforms by CMU PocketSphinx's bundled US English model (the
+    peer), normalised to `ALPHABET`; None when PocketSphinx is not installed."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        return None
+    from tqdm.auto import tqdm
+
+    decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    texts = []
+    for waveform in tqdm(waveforms, desc="pocketsphinx (peer)", unit="utt"):
+        decoder.start_utt()
+        decoder.process_raw(np.round(waveform * 32767).astype(np.int16).tobytes(), full_utt=True)
+        decoder.end_utt()
+        found = decoder.hyp()
+        texts.append(" ".join(normalize(found.hypstr).split()) if found else "")
+    return texts
 
 
 def _lm_settings(config) -> dict:
@@ -512,12 +553,31 @@ def pad(waveforms):
     return batch, lengths
 
 
+# Where each known TFDS speech set keeps its audio and its splits (ours: train, valid,
+# test); others are read with the default layout.
+_TFDS_LAYOUTS = {
+    "librispeech": {
+        "audio": "speech",
+        "splits": {"train": "train_clean100", "valid": "dev_clean", "test": "test_clean"},
+    },
+}
+_TFDS_DEFAULT_LAYOUT = {
+    "audio": "audio",
+    "splits": {"train": "train", "valid": "validation", "test": "test"},
+}
+
+
 def load_tfds_split(name, split, max_seconds):
-    """A TFDS speech set (`librispeech`, `speech_commands`) as a `Split` (needs the internet
-    the first time)."""
+    """A TFDS speech set as a `Split`: `librispeech` (needs the internet the first time),
+    `speech_commands` (its `_silence_` and `_unknown_` clips are left out: they have no
+    words), `rnnsuite_speech/CONFIG` (the embedded corpus), or any set with `audio` and
+    `text` features and train/validation/test splits."""
     import tensorflow_datasets as tfds
 
-    theirs = {"train": "train", "valid": "validation", "test": "test"}[split]
+    if name.partition("/")[0] == "rnnsuite_speech":
+        corpus.RnnsuiteSpeech  # noqa: B018 (defining the builder registers it with TFDS)
+    layout = _TFDS_LAYOUTS.get(name.partition("/")[0].partition(":")[0], _TFDS_DEFAULT_LAYOUT)
+    theirs = layout["splits"][split]
     try:
         builder = tfds.builder(name, data_dir=str(data_dir() / "tfds"))
         builder.download_and_prepare()
@@ -526,21 +586,35 @@ def load_tfds_split(name, split, max_seconds):
         raise DataError(f"tfds:{name}: could not load ({type(error).__name__}: {error})") from None
     features = builder.info.features
     label_names = features["label"].names if "label" in features else None
-    rate = getattr(features["audio"], "sample_rate", SAMPLE_RATE) or SAMPLE_RATE
-    out = Split([], [], [], [])
+    audio_key = layout["audio"]
+    rate = getattr(features[audio_key], "sample_rate", SAMPLE_RATE) or SAMPLE_RATE
+    out, too_long, wordless = Split([], [], [], []), 0, 0
     for index, example in enumerate(tfds.as_numpy(dataset)):
-        audio = example["audio"].astype(np.float32)
+        text = example["text"].decode() if "text" in example else label_names[example["label"]]
+        if text.startswith("_"):  # speech_commands' _silence_ and _unknown_
+            wordless += 1
+            continue
+        audio = example[audio_key].astype(np.float32)
         audio = audio / 32768.0 if np.abs(audio).max() > 1.0 else audio
         if rate != SAMPLE_RATE:
             import soxr
 
             audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
         if len(audio) > max_seconds * SAMPLE_RATE:
+            too_long += 1
             continue
-        text = example["text"].decode() if "text" in example else label_names[example["label"]]
         where = f"tfds:{name}:{theirs}:{index}"
+        voice = example.get("voice", example.get("speaker_id", "unknown"))
         out.waveforms.append(audio)
         out.transcripts.append(check_transcript(text, where))
-        out.voices.append(str(example.get("speaker_id", "unknown")))
+        out.voices.append(voice.decode() if isinstance(voice, bytes) else str(voice))
         out.origins.append(where)
+    if too_long or wordless:
+        print(
+            f"tfds:{name}:{theirs}: left out {too_long} clips over data.max_seconds "
+            f"({max_seconds:g} s) and {wordless} without words",
+            flush=True,
+        )
+    if not out.waveforms:
+        raise DataError(f"tfds:{name}:{theirs}: no usable utterances")
     return out

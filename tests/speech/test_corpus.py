@@ -343,6 +343,23 @@ def test_tfds_builder_loads_the_tiny_corpus(tiny_corpus, monkeypatch, tmp_path):
         assert len(example["audio"]) == soundfile.info(utterance.path).frames
 
 
+@pytest.mark.slow
+def test_tfds_data_option_reads_the_tiny_corpus(tiny_corpus, monkeypatch):
+    from suite.speech.task import load_tfds_split
+
+    root, manifests = tiny_corpus
+    monkeypatch.setenv("RNNSUITE_DATA_DIR", str(root))
+
+    split = load_tfds_split("rnnsuite_speech/tiny", "valid", max_seconds=30.0)  # --data tfds:…
+
+    expected = read_manifest(manifests["valid"])
+    assert sorted(split.transcripts) == sorted(u.transcript for u in expected)
+    assert sorted(split.voices) == sorted(u.voice for u in expected)  # per-voice scores
+    assert split.origins[0].startswith("tfds:rnnsuite_speech/tiny:validation:")
+    with pytest.raises(DataError, match=r"tfds:rnnsuite_speech/tiny:validation: no usable"):
+        load_tfds_split("rnnsuite_speech/tiny", "valid", max_seconds=0.01)
+
+
 # ---------------------------------------------------------------------------------------
 # User manifests
 

@@ -1,4 +1,6 @@
-"""SpeechRecognizer on a toy tone language: learning, decoding, export, augmentation."""
+"""SpeechRecognizer: learning (a toy tone language; a handful of spoken utterances), decoding, export, augmentation."""
+
+import random
 
 import keras
 import numpy as np
@@ -9,9 +11,11 @@ from shared import metrics
 from shared.ctc import num_ctc_classes
 from shared.export import export_endpoint, serve_in_fresh_process
 from shared.vocab import Vocabulary
+from suite.speech.audio import load_audio
+from suite.speech.corpus import engine_for
 from suite.speech.model import SpeechRecognizer
 from suite.speech.pipeline import AugmentConfig, augment, change_speed, make_dataset, telephone
-from suite.speech.task import pad
+from suite.speech.task import pad, speech_vocabulary
 
 RATE = 16000
 # Each letter is a tone; words are 2-4 tones with short gaps, like syllables.
@@ -72,6 +76,36 @@ def test_recognizer_learns_a_tone_language(trained):
         hypotheses = transcribe(model, vocab, waveforms, method)
         # Chance CER is about 0.75 (four letters); a learned model is near zero.
         assert metrics.cer(texts, hypotheses) < 0.1, (method, hypotheses[:5], texts[:5])
+
+
+@pytest.mark.slow
+def test_recognizer_overfits_a_handful_of_spoken_utterances(tmp_path):
+    engine = engine_for("espeak:en-us+m1")
+    if not engine.available():
+        pytest.skip("espeak-ng not installed")
+    keras.utils.set_random_seed(1)
+    texts = ["turn on the light", "seven four two", "b c x", "good morning"]
+    waveforms = []
+    for number, text in enumerate(texts):
+        engine.synthesize(text, tmp_path / f"{number}.wav", random.Random(number))
+        waveforms.append(load_audio(tmp_path / f"{number}.wav"))
+    vocab = speech_vocabulary()
+    labels = [np.array(row, np.int32) for row in vocab.encode(tf.constant(texts)).to_list()]
+    model = SpeechRecognizer(
+        num_ctc_classes(vocab.size),
+        spec_augment={"time_masks": 0, "freq_masks": 0},
+        conv_filters=16,
+        units=64,
+        num_layers=1,
+        dropout=0.0,
+    ).build_for()
+    model.featurizer.adapt((w[None], tf.constant([len(w)])) for w in waveforms)
+    model.compile(keras.optimizers.Adam(3e-3))
+    dataset = make_dataset(waveforms, labels, len(texts), shuffle=False).repeat(25)
+    losses = model.fit(dataset, epochs=8, verbose=0, shuffle=False).history["loss"]
+    hypotheses = transcribe(model, vocab, waveforms)
+    assert metrics.cer(texts, hypotheses) <= 0.05, hypotheses  # ~0 once memorised
+    assert losses[-1] < 0.05 * losses[0]
 
 
 @pytest.mark.slow

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from shared import cli
+from shared.export import serve_in_fresh_process
 from shared.task import get_task
 from shared.training import restore_model
 from suite.speech.audio import load_audio, write_audio
+from suite.speech.task import pad
 
 
 @pytest.mark.slow
@@ -38,6 +40,9 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     assert {"wer", "cer", "wer_greedy", "wer_telephone", "cer_telephone"} <= scores.keys()
     assert any(key.startswith("wer[flite:slt") or key.startswith("wer[festival") for key in scores)
     assert (run_dir / "predictions.tsv").read_text().count("\n") == 7
+    # PocketSphinx, the peer, heard the same test audio.
+    assert 0 <= scores["pocketsphinx_wer"] <= 2 and 0 <= scores["pocketsphinx_cer"] <= 2
+    assert (run_dir / "predictions.tsv").read_text().partition("\n")[0].endswith("\tpocketsphinx")
 
     assert cli.main(["speech", "export", "--run-dir", str(run_dir), "--out", str(export_dir)]) == 0
     wav = tmp_path / "hello.wav"
@@ -53,8 +58,26 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     decoder = task._decoder(config, export_dir / "assets.extra" / "lm.arpa")
     expected = task.transcribe(model, config, [load_audio(wav)], decoder=decoder)[0]
     assert out == f"{wav}\t{expected}\n"
+    # The SavedModel alone, in a fresh CPU-only process, gives the same transcript.
+    batch, lengths = pad([load_audio(wav)])
+    served = serve_in_fresh_process(export_dir, {"waveform": batch, "length": lengths})
+    assert decoder(served["log_probs"], served["frames"]) == [expected]
 
+    # Every bad file is named at once, before any transcription.
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF" + bytes(rng.integers(0, 255, 100, dtype=np.uint8)))
-    assert cli.main(["speech", "predict", "--model", str(export_dir), str(corrupt)]) == 2
-    assert str(corrupt) in capsys.readouterr().err
+    silent = write_audio(tmp_path / "silent.wav", np.zeros(16000), 16000)
+    inputs = [str(wav), str(corrupt), str(silent)]
+    assert cli.main(["speech", "predict", "--model", str(export_dir), *inputs]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out
+    assert "2 of 3 files unusable" in captured.err
+    assert f"{corrupt}: " in captured.err and f"{silent}: silent audio" in captured.err
+    # A warning is one line naming the file, not Python's source line.
+    clipped = write_audio(
+        tmp_path / "clipped.wav", np.clip(3 * np.sin(np.arange(16000) / 7.0), -1, 1)
+    )
+    assert cli.main(["speech", "predict", "--model", str(export_dir), str(clipped)]) == 0
+    err = capsys.readouterr().err
+    assert f"rnnsuite: ClippingWarning: {clipped}: clipped audio" in err
+    assert "load_audio(" not in err
