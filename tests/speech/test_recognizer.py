@@ -39,23 +39,34 @@ def tone_corpus(count, seed):
     return [tone_utterance(text, rng) for text in texts], texts
 
 
+def small_recognizer(vocab, waveforms, **settings):
+    """A one-layer SpeechRecognizer without SpecAugment or dropout, its features
+    normalised on `waveforms`, compiled."""
+    model = SpeechRecognizer(
+        num_ctc_classes(vocab.size),
+        spec_augment={"time_masks": 0, "freq_masks": 0},
+        num_layers=1,
+        dropout=0.0,
+        **settings,
+    ).build_for()
+    model.featurizer.adapt((w[None], tf.constant([len(w)])) for w in waveforms)
+    model.compile(keras.optimizers.Adam(3e-3))
+    return model
+
+
 @pytest.fixture(scope="module")
 def trained():
     keras.utils.set_random_seed(1)
     vocab = Vocabulary(list(TONES), level="char")
     waveforms, texts = tone_corpus(256, seed=0)
     labels = [np.array(row, np.int32) for row in vocab.encode(tf.constant(texts)).to_list()]
-    model = SpeechRecognizer(
-        num_ctc_classes(vocab.size),
+    model = small_recognizer(
+        vocab,
+        waveforms[:64],
         features={"kind": "logmel", "num_mel_bins": 24, "deltas": False},
-        spec_augment={"time_masks": 0, "freq_masks": 0},
         conv_filters=8,
         units=32,
-        num_layers=1,
-        dropout=0.0,
-    ).build_for()
-    model.featurizer.adapt((w[None], tf.constant([len(w)])) for w in waveforms[:64])
-    model.compile(keras.optimizers.Adam(3e-3))
+    )
     dataset = make_dataset(waveforms, labels, 16, shuffle=True)
     history = model.fit(dataset, epochs=10, verbose=0, shuffle=False)
     return model, vocab, history.history["loss"]
@@ -91,16 +102,7 @@ def test_recognizer_overfits_a_handful_of_spoken_utterances(tmp_path):
         waveforms.append(load_audio(tmp_path / f"{number}.wav"))
     vocab = speech_vocabulary()
     labels = [np.array(row, np.int32) for row in vocab.encode(tf.constant(texts)).to_list()]
-    model = SpeechRecognizer(
-        num_ctc_classes(vocab.size),
-        spec_augment={"time_masks": 0, "freq_masks": 0},
-        conv_filters=16,
-        units=64,
-        num_layers=1,
-        dropout=0.0,
-    ).build_for()
-    model.featurizer.adapt((w[None], tf.constant([len(w)])) for w in waveforms)
-    model.compile(keras.optimizers.Adam(3e-3))
+    model = small_recognizer(vocab, waveforms, conv_filters=16, units=64)
     dataset = make_dataset(waveforms, labels, len(texts), shuffle=False).repeat(25)
     losses = model.fit(dataset, epochs=8, verbose=0, shuffle=False).history["loss"]
     hypotheses = transcribe(model, vocab, waveforms)
