@@ -18,7 +18,8 @@ class SpecAugment(layers.Layer):
     Args:
         time_masks, time_width: how many time masks, each up to `time_width` frames (and
             at most a fifth of the utterance).
-        freq_masks, freq_width: how many frequency masks, each up to `freq_width` bins.
+        freq_masks, freq_width: how many frequency masks, each up to `freq_width` bins
+            (and at most a fifth of the feature width: 7 of MFCC + deltas' 39).
     """
 
     def __init__(self, time_masks=2, time_width=20, freq_masks=2, freq_width=6, **kwargs):
