@@ -83,6 +83,8 @@ class FeatureConfig:
 class SpecAugmentConfig:
     time_masks: int = 2
     time_width: int = 20
+    # Small preset with Pico voices, 24 epochs: 4 frequency masks gave test WER 45.6 / 45.4 %
+    # (seeds 1234 / 7) against 41.5 / 43.2 % with 2, slt 56-58 %: more masking hurts.
     freq_masks: int = 2
     freq_width: int = 6
 
