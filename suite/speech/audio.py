@@ -105,6 +105,26 @@ def load_audio(
     return np.clip(samples, -1.0, 1.0).astype(np.float32)
 
 
+def load_each(paths, max_seconds: float | None = MAX_SECONDS, origins=None, progress=False):
+    """`load_audio` of every file, so that all bad ones can be named at once.
+
+    Returns the waveforms of the readable files and one message per refused file, led by
+    its entry of `origins` (e.g. a manifest row) when given.
+    """
+    from tqdm.auto import tqdm
+
+    origins = origins or [""] * len(paths)
+    waveforms, problems = [], []
+    for path, origin in zip(
+        tqdm(paths, desc="decoding audio", unit="file", disable=not progress), origins, strict=True
+    ):
+        try:
+            waveforms.append(load_audio(path, max_seconds=max_seconds))
+        except DataError as error:
+            problems.append(f"{origin}: {error}" if origin else str(error))
+    return waveforms, problems
+
+
 def write_audio(path, samples, rate: int = SAMPLE_RATE) -> Path:
     """Writes a mono (or [samples, channels]) waveform in [-1, 1] as 16-bit PCM.
 

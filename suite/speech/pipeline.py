@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.errors import DataError
-from suite.speech.audio import SAMPLE_RATE, load_audio
+from suite.speech.audio import SAMPLE_RATE, load_each
 
 BUCKET_SECONDS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
 
@@ -58,20 +58,15 @@ def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None
         with np.load(path) as cached:
             samples, offsets = cached["samples"], cached["offsets"]
     else:
-        from tqdm.auto import tqdm
-
-        arrays, errors = [], []
-        for u in tqdm(utterances, desc="decoding audio", unit="file", disable=not progress):
-            try:
-                audio = load_audio(u.path, max_seconds=max_seconds)
-            except DataError as error:
-                errors.append(f"{u.origin}: {error}" if u.origin else str(error))
-                continue
-            arrays.append(np.round(audio * 32767).astype(np.int16))
+        waveforms, errors = load_each(
+            [u.path for u in utterances], max_seconds, [u.origin for u in utterances], progress
+        )
         if errors:
             listed = "\n  ".join(errors[:20])
             more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
             raise DataError(f"{len(errors)} unusable audio file(s):\n  {listed}{more}")
+        arrays = [np.round(audio * 32767).astype(np.int16) for audio in waveforms]
+        del waveforms  # held as int16 from here, as the cache holds them
         offsets = np.cumsum([0] + [len(a) for a in arrays])
         samples = np.concatenate(arrays) if arrays else np.zeros([0], np.int16)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from shared.export import (
 from shared.task import Task, run_info
 from shared.vocab import Vocabulary
 from suite.speech import corpus
-from suite.speech.audio import SAMPLE_RATE, load_audio
+from suite.speech.audio import SAMPLE_RATE, load_each
 from suite.speech.features import SpeechFeatures
 from suite.speech.lm import LM_FILE, LexiconDecoder, build_language_model, copy_language_model
 from suite.speech.model import SpeechRecognizer
@@ -465,12 +465,7 @@ class SpeechTask(Task):
         decoder = export_lm_decoder(export_dir)
         max_seconds = read_metadata(export_dir).get("max_seconds", 30.0)
         # Every file is read first, and every bad one named, before any work is done.
-        waveforms, errors = [], []
-        for path in inputs:
-            try:
-                waveforms.append(load_audio(path, max_seconds=max_seconds))
-            except DataError as error:
-                errors.append(str(error))
+        waveforms, errors = load_each(inputs, max_seconds)
         if errors:
             raise DataError(
                 f"{len(errors)} of {len(inputs)} files unusable:\n  " + "\n  ".join(errors)
@@ -479,8 +474,9 @@ class SpeechTask(Task):
         lines = []
         for start in range(0, len(waveforms), 16):
             batch, lengths = pad(waveforms[start : start + 16])
-            outputs = endpoint(waveform=tf.constant(batch), length=tf.constant(lengths))
-            lines += _texts({name: value.numpy() for name, value in outputs.items()}, decoder)
+            lines += _texts(
+                endpoint(waveform=tf.constant(batch), length=tf.constant(lengths)), decoder
+            )
         return [f"{path}\t{text}" for path, text in zip(inputs, lines, strict=True)]
 
 
@@ -576,9 +572,10 @@ def load_tfds_split(name, split, max_seconds):
     `text` features and train/validation/test splits."""
     import tensorflow_datasets as tfds
 
-    if name.partition("/")[0] == "rnnsuite_speech":
+    family = name.partition("/")[0].partition(":")[0]  # "librispeech:2.1.1" -> librispeech
+    if family == "rnnsuite_speech":
         corpus.RnnsuiteSpeech  # noqa: B018 (defining the builder registers it with TFDS)
-    layout = _TFDS_LAYOUTS.get(name.partition("/")[0].partition(":")[0], _TFDS_DEFAULT_LAYOUT)
+    layout = _TFDS_LAYOUTS.get(family, _TFDS_DEFAULT_LAYOUT)
     theirs = layout["splits"][split]
     try:
         builder = tfds.builder(name, data_dir=str(data_dir() / "tfds"))
