@@ -12,8 +12,8 @@ writes one SavedModel per decoder:
     speech       the speech preset's architecture (`small`: conv front end subsampling time by
                  3 + 2-layer BiGRU of 160 units) trained for a few steps on synthetic tone "words": speed does not
                  need a good model, and CTC greedy decoding costs the same for any weights;
-                 exported greedy, beam 8 and (full) with the word LM of its transcripts, whose
-                 search after the graph is timed with it, as `rnnsuite speech predict` runs it
+                 exported greedy, beam 8 and (full) with the word LM of its transcripts,
+                 whose beam search runs in the export's graph
     action,      the `small` presets' frame CNN (untrained: its cost does not depend on its
     caption      weights) and recurrent models, trained one epoch on toy videos of a square
                  moving left or right; clips of 32 frames at 112 px are timed, the embedded
@@ -246,23 +246,10 @@ def _whole_rows(endpoint, input_name: str, output: str):
     return run
 
 
-def _lm_rows(endpoint, decoder):
-    """As `_whole_rows` for a speech export whose LM decodes its log-probabilities."""
-    import tensorflow as tf
-
-    def run(rows):
-        length = tf.constant(np.full([len(rows)], rows.shape[1], np.int32))
-        outputs = endpoint(waveform=tf.constant(rows), length=length)
-        return decoder(outputs["log_probs"].numpy(), outputs["frames"].numpy())
-
-    return run
-
-
 def serve(profile, built: dict, threads: int, log) -> list[dict]:
     import tensorflow as tf
 
     from shared.export import load_endpoint
-    from suite.speech.task import export_lm_decoder
 
     timers, meta = [], {}
 
@@ -301,9 +288,6 @@ def serve(profile, built: dict, threads: int, log) -> list[dict]:
         waves = synthetic_utterances(profile.speech_utterances, seconds, profile.seed + 2)
         for export in built["speech"]["exports"]:
             transcribe = _whole_rows(load_endpoint(export["path"]), "waveform", "text")
-            lm = export_lm_decoder(export["path"])
-            if lm is not None:  # decoded after the graph, as `rnnsuite speech predict` does
-                transcribe = _lm_rows(load_endpoint(export["path"]), lm)
             batch = profile.batch_sizes["speech"]
             time_export(
                 "speech", export, transcribe, waves, batch, audio_seconds=len(waves) * seconds

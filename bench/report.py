@@ -292,8 +292,8 @@ def inference_table(section: dict) -> list[str]:
             "synthetic tones: a useless recogniser, but speed hardly depends on the weights "
             "(CTC greedy decoding does the same work for any output; beam search's work "
             "varies a little with how peaked the outputs are); `lm` adds the word language "
-            "model's search after the graph (as `rnnsuite speech predict` runs it), whose "
-            "work grows with a real model's vocabulary and its uncertainty; RTF = processing "
+            "model's beam search, in the graph, whose work a frame is set by its beam "
+            "(it computes on beam-sized tensors whatever the outputs); RTF = processing "
             "seconds per second of audio"
         )
     videos = [build.get(task, {}) for task in ("action", "caption")]

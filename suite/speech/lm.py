@@ -1,34 +1,33 @@
-"""Word n-gram language model for CTC decoding: built with IRSTLM, searched with Flashlight.
+"""Word n-gram language model for CTC decoding: built with IRSTLM, searched in the graph.
 
 `build_language_model` estimates a backoff n-gram model (ARPA format) from transcripts with
 IRSTLM's `tlm` (modified shift-beta, i.e. modified Kneser–Ney discounting; Witten–Bell for
 corpora too small for it), a Debian package that `make setup` installs; any ARPA model
-made elsewhere (KenLM's `lmplz`, SRILM) serves as well. `LexiconDecoder` finds the word
-sequence that maximises the CTC score plus the weighted LM score with Flashlight's lexicon
-beam search (the decoder behind torchaudio's `ctc_decoder`; KenLM reads the ARPA file).
-The model's vocabulary is the lexicon: a word it does not know cannot be written.
+made elsewhere (KenLM's `lmplz`, SRILM) serves as well.
 
-The search runs on the CPU in Python, outside the TensorFlow graph, so a speech export
-returns the per-frame log-probabilities beside its in-graph transcript and ships the
-model file; `rnnsuite speech predict` decodes them with the LM.
+`LexiconSearch` finds the word sequence that maximises the CTC score plus the weighted LM
+score: a lexicon beam search in the manner of Flashlight's `LexiconDecoder` (the decoder
+behind torchaudio's `ctc_decoder`), written in TensorFlow ops so that it runs inside an
+export's graph and a served model returns the final transcript. The model's words are the
+lexicon (a letter trie): a word it does not know cannot be written. Its tables are
+variables, saved with the model.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from shared.errors import DataError
 
 LM_FILE = "lm.arpa"
-_SENTENCE_MARKS = {"<s>", "</s>", "<unk>"}
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 # Debian installs IRSTLM's tools outside PATH (`/usr/bin/irstlm` dispatches to them).
 _IRSTLM_BIN = Path("/usr/lib/irstlm/bin")
 
@@ -70,30 +69,43 @@ def build_language_model(transcripts, path, order=3) -> Path:
     return path
 
 
-def arpa_words(path) -> list[str]:
-    """The words of an ARPA model (its 1-grams, sentence marks left out)."""
-    words, in_unigrams = [], False
+def read_arpa(path) -> dict[tuple[str, ...], tuple[float, float]]:
+    """An ARPA model's n-grams: words -> (log10 probability, log10 backoff weight)."""
+    grams, order = {}, 0
     try:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
-                line = line.strip()
-                if line == "\\1-grams:":
-                    in_unigrams = True
-                elif in_unigrams and line.startswith("\\"):
-                    break
-                elif in_unigrams and line:
-                    fields = line.split()
-                    if len(fields) >= 2 and fields[1] not in _SENTENCE_MARKS:
-                        words.append(fields[1])
-    except (OSError, UnicodeDecodeError) as error:
+                fields = line.split()
+                if not fields or fields[0].startswith("ngram"):
+                    continue
+                if fields[0].startswith("\\"):  # \data\, \N-grams:, \end\
+                    head = fields[0]
+                    order = int(head[1]) if head.endswith("-grams:") and head[1].isdigit() else 0
+                    continue
+                if order and len(fields) >= order + 1:
+                    backoff = float(fields[order + 1]) if len(fields) > order + 1 else 0.0
+                    grams[tuple(fields[1 : order + 1])] = (float(fields[0]), backoff)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise DataError(f"{path}: cannot read the language model ({error})") from None
-    if not words:
+    if not any(len(gram) == 1 for gram in grams):
         raise DataError(f"{path}: not an ARPA language model (no 1-grams)")
-    return words
+    return grams
 
 
-class LexiconDecoder:
+def arpa_words(path) -> list[str]:
+    """The words of an ARPA model (its 1-grams, sentence marks left out)."""
+    return [g[0] for g in read_arpa(path) if len(g) == 1 and g[0] not in (BOS, EOS, UNK)]
+
+
+class LexiconSearch(tf.Module):
     """CTC beam search over the words of an ARPA model, scored by it (shallow fusion).
+
+    Each hypothesis is a path through the CTC frames (best path, as Flashlight with
+    `log_add=False`): its acoustic log-probability plus `lm_weight` times the LM's log10
+    probability of its words plus `word_score` per word. Inside a word the LM term is the
+    best unigram score of the words the letters so far can still become (smearing), so that
+    hypotheses in mid-word compete fairly with those that have paid for a whole word.
+    Hypotheses that agree on their last words, trie node and last token are merged.
 
     Args:
         lm_path: the ARPA model; its words that `tokens` can spell form the lexicon.
@@ -101,6 +113,7 @@ class LexiconDecoder:
             `separator` separates words; tokens that are not characters (the special
             `[PAD]`-style ones) are never emitted.
         beam_width: hypotheses kept per frame.
+        token_beam: the frame's most probable classes each hypothesis may extend with.
         lm_weight: weight of the LM's log10 probability against the acoustic log-probability.
         word_score: added per word (positive: fewer deletions; negative: fewer insertions).
         beam_threshold: hypotheses scoring this far below the best are dropped.
@@ -111,110 +124,247 @@ class LexiconDecoder:
         lm_path,
         tokens,
         separator=" ",
-        beam_width=200,
+        beam_width=128,
+        token_beam=8,
         lm_weight=2.0,
         word_score=1.0,
         beam_threshold=25.0,
     ):
-        from flashlight.lib.text.decoder import (
-            CriterionType,
-            LexiconDecoderOptions,
-            SmearingMode,
-            Trie,
-        )
-        from flashlight.lib.text.decoder import LexiconDecoder as FlashlightDecoder
-        from flashlight.lib.text.decoder.kenlm import KenLM
-        from flashlight.lib.text.dictionary import Dictionary, create_word_dict
-
+        super().__init__(name="lexicon_search")
         tokens = list(tokens)
         if separator not in tokens:
             raise ValueError(f"the word separator {separator!r} is not one of the tokens")
-        self.num_classes = len(tokens) + 1  # blank last
-        self._silence, self._blank = tokens.index(separator), len(tokens)
-        # Flashlight names tokens by string: the separator becomes its `|`, specials `<i>`.
-        names = [f"<{i}>" if len(t) != 1 or t == separator else t for i, t in enumerate(tokens)]
-        names[self._silence] = "|"
-        self._never = [i for i, t in enumerate(tokens) if len(t) != 1]
-        # Every spelling ends with the separator, but transcripts do not: the model writes
-        # no space after the last word, and a hypothesis whose last word is unfinished
-        # cannot end. A closing frame that is surely the separator lets the last word end;
-        # without it the search dropped a third of the last words.
-        self._closing = np.full((1, self.num_classes), -1e9, np.float32)
-        self._closing[0, self._silence] = 0.0
-        token_dict = Dictionary([*names, "<blank>"])
-        spellable = set(tokens) - {separator}
-        self.words = sorted({w for w in arpa_words(lm_path) if set(w) <= spellable})
-        if not self.words:
-            raise DataError(f"{lm_path}: none of the model's words can be spelled with the tokens")
-        spellings = {w: [*w, "|"] for w in self.words}
-        # The word dictionary takes word -> spellings; `<unk>` needs an index, no spelling.
-        self._word_dict = create_word_dict({w: [s] for w, s in spellings.items()} | {"<unk>": []})
-        try:
-            with _quiet_stderr():  # KenLM draws a progress bar on stderr
-                self._lm = KenLM(str(lm_path), self._word_dict)
-        except RuntimeError as error:
-            raise DataError(f"{lm_path}: KenLM cannot read it ({error})") from None
-        trie = Trie(self.num_classes, self._silence)
-        start = self._lm.start(False)
-        for word, spelling in spellings.items():
-            index = self._word_dict.get_index(word)
-            _, score = self._lm.score(start, index)  # the word's unigram score, for pruning
-            trie.insert([token_dict.get_index(t) for t in spelling], index, score)
-        trie.smear(SmearingMode.MAX)
-        options = LexiconDecoderOptions(
-            beam_size=int(beam_width),
-            beam_size_token=self.num_classes,
-            beam_threshold=float(beam_threshold),
-            lm_weight=float(lm_weight),
-            word_score=float(word_score),
-            unk_score=float("-inf"),
-            sil_score=0.0,
-            log_add=False,
-            criterion_type=CriterionType.CTC,
-        )
-        unknown = self._word_dict.get_index("<unk>")
-        self._decoder = FlashlightDecoder(
-            options, trie, self._lm, self._silence, self._blank, unknown, [], False
-        )
+        grams = read_arpa(lm_path)
+        self.order = max(len(gram) for gram in grams)
+        vocabulary = sorted({word for gram in grams for word in gram} | {BOS, EOS})
+        index = {word: i for i, word in enumerate(vocabulary)}
+        # An n-gram's key is its word ids + 1 as digits of base len(vocabulary) + 1: exact,
+        # and the orders never collide (no digit is 0). It must fit in an int64.
+        base = len(vocabulary) + 1
+        if base**self.order >= 2**63:
+            raise DataError(
+                f"{lm_path}: an order-{self.order} model of {base - 1} words is too large "
+                "for the search's n-gram keys; use a lower order"
+            )
+        keys = np.array([_key([index[w] for w in gram], base) for gram in grams], np.int64)
+        scores = np.array(list(grams.values()), np.float32).reshape(-1, 2)
+        ranked = np.argsort(keys)
 
-    def __call__(self, log_probs, lengths) -> list[str]:
-        """Transcripts of `[batch, time, num_classes]` CTC log-probabilities (blank last)."""
-        log_probs = np.asarray(log_probs, np.float32)
-        if log_probs.ndim != 3 or log_probs.shape[-1] != self.num_classes:
+        self.num_classes = len(tokens) + 1  # blank last
+        self._blank, self._separator = len(tokens), tokens.index(separator)
+        spellable = {t for t in tokens if len(t) == 1 and t != separator}
+        words = [w for w in vocabulary if w not in (BOS, EOS, UNK) and set(w) <= spellable]
+        if not words:
+            raise DataError(f"{lm_path}: none of the model's words can be spelled with the tokens")
+        edges, word_at, smear = _trie(words, tokens, index, grams, self.num_classes)
+
+        def table(values, dtype):
+            return tf.Variable(tf.constant(values, dtype), trainable=False)
+
+        self._base = base
+        self._bos, self._eos = index[BOS], index[EOS]
+        self._gram_keys = table(keys[ranked], tf.int64)
+        self._gram_logprob = table(scores[ranked, 0], tf.float32)
+        self._gram_backoff = table(scores[ranked, 1], tf.float32)
+        self._edge_keys = table(edges[:, 0], tf.int64)  # node * num_classes + class, sorted
+        self._edge_child = table(edges[:, 1], tf.int32)
+        self._word_at = table(word_at, tf.int32)  # node -> id of the word it spells, or -1
+        self._smear = table(smear, tf.float32)
+        self._words = table(vocabulary, tf.string)
+        self.lexicon_size = len(words)
+        self.beam_width, self.token_beam = int(beam_width), min(int(token_beam), self.num_classes)
+        self.lm_weight, self.word_score = float(lm_weight), float(word_score)
+        self.beam_threshold = float(beam_threshold)
+
+    def __call__(self, log_probs, lengths):
+        """Transcripts (string `[batch]`) of `[batch, time, num_classes]` CTC
+        log-probabilities (blank last), each read to its length."""
+        log_probs = tf.convert_to_tensor(log_probs, tf.float32)
+        if log_probs.shape.rank != 3 or log_probs.shape[-1] not in (None, self.num_classes):
             raise ValueError(
                 f"expected log-probabilities [batch, time, {self.num_classes}], "
-                f"got {list(log_probs.shape)}"
+                f"got {log_probs.shape.as_list()}"
             )
-        texts = []
-        for row, length in zip(log_probs, np.asarray(lengths).reshape(-1), strict=True):
-            if int(length) == 0:
-                texts.append("")
-                continue
-            emissions = np.concatenate([row[: int(length)], self._closing])  # a copy
-            emissions[:, self._never] = -1e9  # untrained special classes never win
-            best = self._decoder.decode(emissions.ctypes.data, len(emissions), self.num_classes)
-            words = best[0].words if best else []
-            texts.append(" ".join(self._word_dict.get_entry(w) for w in words if w >= 0))
-        return texts
+        return tf.map_fn(
+            lambda row: self._search(row[0][: row[1]]),
+            (log_probs, tf.cast(tf.reshape(lengths, [-1]), tf.int32)),
+            fn_output_signature=tf.TensorSpec([], tf.string),
+        )
+
+    def _lookup(self, keys, table_keys=None):
+        """Positions of `keys` in the sorted `table_keys` (the n-grams'), and whether each
+        is there."""
+        table_keys = self._gram_keys if table_keys is None else table_keys
+        flat = tf.reshape(keys, [-1])  # searchsorted wants values as flat as the table
+        position = tf.minimum(tf.searchsorted(table_keys, flat), tf.size(table_keys) - 1)
+        position = tf.reshape(position, tf.shape(keys))
+        return position, tf.equal(tf.gather(table_keys, position), keys)
+
+    def context(self, words) -> int:
+        """The context key of `words` (a list, oldest first; only the last `order - 1`
+        count), as `lm_logprob` takes it: 0 for none, `<s>` for a sentence's start."""
+        words = list(words)[len(words) - self.order + 1 :] if self.order > 1 else []
+        ids = self._words.numpy().astype(str).tolist()
+        return _key([ids.index(w) for w in words], self._base)
+
+    def _push(self, context, word):
+        """`context` keys with `word` ids appended and the oldest word beyond `order - 1` dropped."""
+        if self.order == 1:
+            return context
+        return context % self._base ** (self.order - 2) * self._base + tf.cast(word, tf.int64) + 1
+
+    def lm_logprob(self, context, word):
+        """log10 P(word | context) by the ARPA backoff rule: `context` int64 `[n]` keys
+        (`context`), `word` int `[n]` word ids."""
+        # The context's last j words, for j = order - 1 down to 0: the key modulo base^j.
+        lengths = np.arange(self.order - 1, -1, -1)
+        suffix = context[:, None] % tf.constant(self._base**lengths, tf.int64)
+        # A suffix of j words is there only when the sentence has that many (no digit is 0).
+        whole = suffix >= tf.constant(self._base ** np.maximum(lengths - 1, 0), tf.int64)
+        whole |= lengths == 0
+        position, hit = self._lookup(suffix * self._base + tf.cast(word, tf.int64)[:, None] + 1)
+        hit &= whole
+        # The longest n-gram the model has gives the probability (a unigram always does);
+        # each longer context that is there and not followed by the word adds its backoff.
+        longest = tf.argmax(tf.cast(hit, tf.int32), axis=1, output_type=tf.int32)
+        logprob = tf.gather(tf.gather(self._gram_logprob, position), longest, batch_dims=1)
+        position, listed = self._lookup(suffix)
+        backs_off = whole & listed & (tf.range(self.order)[None, :] < longest[:, None])
+        backoff = tf.where(backs_off, tf.gather(self._gram_backoff, position), 0.0)
+        return logprob + tf.reduce_sum(backoff, axis=1)
+
+    def _search(self, log_probs):
+        """The best transcript of one utterance's `[time, num_classes]` log-probabilities."""
+        beam, classes = self.beam_width, self.num_classes
+        never = tf.constant(-np.inf, tf.float32)
+        # Transcripts end without a space, but every word ends with one: a closing frame
+        # that is surely the separator lets the last word end.
+        closing = tf.one_hot([self._separator], classes, on_value=0.0, off_value=-1e9)
+        log_probs = tf.concat([log_probs, closing], 0)
+        score = tf.concat([[0.0], tf.fill([beam - 1], never)], 0)
+        node = tf.zeros([beam], tf.int32)  # trie node of the word in progress; 0 is the root
+        # The last words (`order - 1` of them) as one key: the LM's context.
+        context = self._push(tf.zeros([beam], tf.int64), tf.fill([beam], self._bos))
+        last = tf.fill([beam], self._blank)  # token of the previous frame
+        text = tf.fill([beam], "")
+
+        def step(t, score, node, context, last, text):
+            frame_logprob, token = tf.math.top_k(log_probs[t], self.token_beam)
+            token = tf.broadcast_to(token, [beam, self.token_beam])
+            parent_node = tf.broadcast_to(node[:, None], token.shape)
+            separator = token == self._separator
+            # A new letter: not blank and not the previous frame's token repeated.
+            emits = (token != self._blank) & (token != last[:, None])
+            position, edge = self._lookup(
+                tf.cast(parent_node, tf.int64) * classes + tf.cast(token, tf.int64),
+                self._edge_keys,
+            )
+            child = tf.where(edge, tf.gather(self._edge_child, position), -1)
+            word = tf.gather(self._word_at, node)
+            smear = tf.gather(self._smear, node)
+            ends_word = emits & separator & (parent_node != 0)
+            word_gain = (
+                self.lm_weight * (self.lm_logprob(context, tf.maximum(word, 0)) - smear)
+                + self.word_score
+            )
+            letter_gain = self.lm_weight * (
+                tf.gather(self._smear, tf.maximum(child, 0)) - smear[:, None]
+            )
+            valid = tf.where(
+                emits,
+                tf.where(separator, (parent_node == 0) | (word >= 0)[:, None], child >= 0),
+                True,
+            )
+            gain = tf.where(
+                ends_word, word_gain[:, None], tf.where(emits & ~separator, letter_gain, 0.0)
+            )
+            candidate = tf.where(valid, score[:, None] + frame_logprob + gain, never)
+            next_node = tf.where(emits, tf.where(separator, 0, child), parent_node)
+            next_node = tf.where(valid, next_node, 0)
+
+            # Best first; of candidates in the same state only the best survives.
+            ranked = tf.argsort(tf.reshape(candidate, [-1]), direction="DESCENDING")
+            parent = ranked // self.token_beam
+            ended = tf.gather(tf.reshape(ends_word, [-1]), ranked)
+            parent_context = tf.gather(context, parent)
+            next_context = tf.where(
+                ended, self._push(parent_context, tf.gather(word, parent)), parent_context
+            )
+            next_node = tf.gather(tf.reshape(next_node, [-1]), ranked)
+            next_last = tf.gather(tf.reshape(token, [-1]), ranked)
+            state = tf.stack(
+                [next_context, tf.cast(next_node, tf.int64), tf.cast(next_last, tf.int64)], 1
+            )
+            _, group = tf.raw_ops.UniqueV2(x=state, axis=[0])
+            first = tf.math.unsorted_segment_min(
+                tf.range(tf.size(group)), group, tf.reduce_max(group) + 1
+            )
+            keep = tf.sort(first)[:beam]
+            kept = tf.gather(tf.gather(tf.reshape(candidate, [-1]), ranked), keep)
+            kept = tf.where(kept < kept[0] - self.beam_threshold, never, kept)
+            # Fewer distinct states than the beam: the rest are dead (score -inf).
+            missing = beam - tf.size(keep)
+            keep = tf.ensure_shape(tf.concat([keep, tf.zeros([missing], tf.int32)], 0), [beam])
+            kept = tf.ensure_shape(tf.concat([kept, tf.fill([missing], never)], 0), [beam])
+            parent_text = tf.gather(text, tf.gather(parent, keep))
+            new_word = tf.gather(
+                self._words, tf.maximum(tf.gather(tf.gather(word, parent), keep), 0)
+            )
+            text = tf.where(
+                tf.gather(ended, keep), tf.strings.join([parent_text, new_word], " "), parent_text
+            )
+            return (
+                t + 1,
+                kept,
+                tf.gather(next_node, keep),
+                tf.gather(next_context, keep),
+                tf.gather(next_last, keep),
+                text,
+            )
+
+        _, score, node, context, _, text = tf.while_loop(
+            lambda t, *_: t < tf.shape(log_probs)[0],
+            step,
+            [0, score, node, context, last, text],
+        )
+        ending = self.lm_weight * self.lm_logprob(context, tf.fill([beam], self._eos))
+        final = tf.where(node == 0, score + ending, never)
+        best = tf.argmax(final)
+        return tf.where(final[best] > never, tf.strings.strip(text[best]), "")
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silences file descriptor 2 (C++ libraries write to it directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+def _key(ids, base) -> int:
+    key = 0
+    for i in ids:
+        key = key * base + i + 1
+    return key
 
 
-def copy_language_model(source, directory) -> Path:
-    """Copies an ARPA model into `directory` as `LM_FILE`."""
-    return _place(source, Path(directory) / LM_FILE)
+def _trie(words, tokens, index, grams, num_classes):
+    """The lexicon's letter trie: sorted edges `[node * num_classes + class, child]`, the
+    word id each node spells (or -1), and each node's best unigram log10 probability
+    among the words below it (0 at the root)."""
+    token_id = {t: i for i, t in enumerate(tokens)}
+    children, word_at, smear = [{}], [-1], [-np.inf]
+    for word in words:
+        unigram, node = grams[(word,)][0], 0
+        for char in word:
+            step = children[node]
+            if token_id[char] not in step:
+                step[token_id[char]] = len(children)
+                children.append({})
+                word_at.append(-1)
+                smear.append(-np.inf)
+            node = step[token_id[char]]
+            smear[node] = max(smear[node], unigram)
+        word_at[node] = index[word]
+    smear[0] = 0.0
+    edges = sorted(
+        (node * num_classes + token, child)
+        for node, step in enumerate(children)
+        for token, child in step.items()
+    )
+    return np.array(edges, np.int64), np.array(word_at, np.int32), np.array(smear, np.float32)
 
 
 def _place(source, target) -> Path:

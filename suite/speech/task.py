@@ -16,7 +16,6 @@ from shared.config import ConfigError, TrainConfig, data_dir
 from shared.ctc import ctc_decode, num_ctc_classes
 from shared.errors import DataError
 from shared.export import (
-    METADATA,
     export_endpoint,
     load_endpoint,
     read_metadata,
@@ -28,7 +27,7 @@ from shared.vocab import Vocabulary
 from suite.speech import corpus
 from suite.speech.audio import SAMPLE_RATE, load_each
 from suite.speech.features import SpeechFeatures
-from suite.speech.lm import LM_FILE, LexiconDecoder, build_language_model, copy_language_model
+from suite.speech.lm import LM_FILE, LexiconSearch, build_language_model
 from suite.speech.model import SpeechRecognizer
 from suite.speech.pipeline import AugmentConfig, load_waveforms, make_dataset, telephone
 from suite.speech.text import ALPHABET, check_transcript, language_model_text, normalize
@@ -119,8 +118,8 @@ class SpeechModelConfig:
 
 @dataclass
 class SpeechDecodeConfig:
-    # greedy | beam: CTC decoding in the graph, characters only. lm: beam search over the
-    # words of an n-gram language model (suite.speech.lm), on the CPU after the graph.
+    # greedy | beam: CTC decoding, characters only. lm: beam search over the words of an
+    # n-gram language model (suite.speech.lm). All three run in the graph, export included.
     method: str = "lm"
     beam_width: int = 8  # beam's
     # An ARPA model; "" builds one of order `lm_order` from the training transcripts and,
@@ -133,15 +132,20 @@ class SpeechDecodeConfig:
     lm_generated: int = 100_000
     # Chosen on the embedded corpus's validation voices with the small preset's model
     # (greedy: WER 66.4 %, CER 25.3 %): WER 37.8 %, CER 21.4 %; weights 1.5 / 2.5 gave WER
-    # 38.5 / 38.4 %; beams of 50 / 500 40.1 / 37.0 % (the search's time grows with the
-    # beam: 7 / 25 / 78 ms an utterance here); order 4 about as order 3. Again once the
-    # search could end a last word (small preset with Pico voices, 24 epochs): (2.0, 1.0)
-    # gave WER 34.2 %; of weights 1.0-3.0 and word scores -1 to 2, none beat it by more
-    # than 0.5. LM text from the whole Bible, not only the corpus's 8 books (22 k more
-    # clauses): validation 33.2 % against 34.2 %, test 42.7 % against 41.5 %: no gain.
+    # 38.5 / 38.4 %; order 4 about as order 3. Again once the search could end a last word
+    # (small preset with Pico voices, 24 epochs): (2.0, 1.0) gave WER 34.2 %; of weights
+    # 1.0-3.0 and word scores -1 to 2, none beat it by more than 0.5. LM text from the
+    # whole Bible, not only the corpus's 8 books (22 k more clauses): validation 33.2 %
+    # against 34.2 %, test 42.7 % against 41.5 %: no gain.
     lm_weight: float = 2.0
     word_score: float = 1.0
-    lm_beam_width: int = 200
+    # That model (small preset with Pico voices, 24 epochs, seed 1234), validation / test
+    # WER with the in-graph search at beams of 32, 64, 128 and 256: 36.2 / 42.8, 34.5 /
+    # 41.4, 33.3 / 40.4, 32.3 / 40.5 %, searching 0.3, 0.4, 0.5 and 0.7 ms a frame (batches
+    # of 16, one core). Flashlight's C++ search, which it replaced, gave 34.2 / 41.6 % at a
+    # beam of 200 (0.2 ms a frame). Extending each hypothesis by the frame's 12 likeliest
+    # tokens instead of 8 changed nothing (33.4 / 40.6 %); by 4 cost 3 points.
+    lm_beam_width: int = 128
     # `evaluate` also scores CMU PocketSphinx's US English model (PyPI `pocketsphinx`, an
     # HMM recogniser with its own large-vocabulary LM) on the same test audio, the peer our
     # figures stand beside; it costs ~0.25 s per second of audio on one core.
@@ -365,53 +369,57 @@ class SpeechTask(Task):
         return model
 
     # -- evaluation ---------------------------------------------------------------------
-    def transcribe(self, model, config, waveforms, batch_size=16, channel=None, decoder=None):
-        """Transcripts of float32 waveforms with the Keras model, as the export gives them:
-        the graph's own (`decoder=None`), or `decoder`'s from the graph's log-probabilities."""
-        return self._transcribe_each(model, config, waveforms, [decoder], batch_size, channel)[0]
-
-    def _transcribe_each(self, model, config, waveforms, decoders, batch_size=16, channel=None):
-        """`transcribe` for each of `decoders`, from one pass of the model."""
-        endpoint = _endpoint(model, config, speech_vocabulary())
+    def transcribe(
+        self, model, config, waveforms, search=None, channel=None, greedy=False, batch_size=16
+    ):
+        """Transcripts of float32 waveforms with the Keras model, as its export gives them
+        (`search`: the LM search an export of `decode.method=lm` holds), each through
+        `channel` if one is given. `greedy=True` also returns the greedy transcripts of the
+        same pass (a list of two lists)."""
+        vocab = speech_vocabulary()
+        endpoint = _endpoint(model, config, vocab, search)
 
         @tf.function(reduce_retracing=True)
         def run(waveform, length):
             if channel is not None:
                 waveform = tf.map_fn(channel, waveform)
-            return endpoint(waveform, length)
+            outputs = endpoint(waveform, length)
+            if not greedy:
+                return [outputs["text"]]
+            ids, _ = ctc_decode(outputs["log_probs"], outputs["frames"], "greedy")
+            return [outputs["text"], vocab.decode(ids)]
 
-        texts = [[None] * len(waveforms) for _ in decoders]
+        columns = [[None] * len(waveforms) for _ in range(2 if greedy else 1)]
         order = np.argsort([len(w) for w in waveforms])  # similar lengths batch together
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            outputs = run(*pad([waveforms[i] for i in chosen]))
-            for column, decoder in zip(texts, decoders, strict=True):
-                for i, text in zip(chosen, _texts(outputs, decoder), strict=True):
-                    column[i] = text
-        return texts
+            texts_of_batch = run(*pad([waveforms[i] for i in chosen]))
+            for column, texts in zip(columns, texts_of_batch, strict=True):
+                for i, text in zip(chosen, texts.numpy(), strict=True):
+                    column[i] = text.decode()
+        return columns if greedy else columns[0]
 
-    def _decoder(self, config, lm_path):
-        return LexiconDecoder(lm_path, speech_vocabulary().get_vocabulary(), **_lm_settings(config))
+    def language_model_search(self, config, lm_path):
+        """The in-graph `LexiconSearch` of `lm_path` with the config's search settings."""
+        return LexiconSearch(lm_path, speech_vocabulary().get_vocabulary(), **_lm_settings(config))
 
     def evaluate(self, model, config, data, run_dir):
         lm_path = self._language_model(config, data, run_dir)
-        decoder = self._decoder(config, lm_path) if lm_path else None
+        search = self.language_model_search(config, lm_path) if lm_path else None
         test = self._splits(config, data, ("test",))["test"]
-        # With an LM, the graph's greedy transcripts come from the same pass: what it adds.
-        decoders = [decoder] if decoder is None else [decoder, None]
-        hypotheses, *greedy = self._transcribe_each(model, config, test.waveforms, decoders)
+        if search is None:
+            hypotheses, greedy = self.transcribe(model, config, test.waveforms), None
+        else:  # greedy transcripts of the same pass show what the LM adds
+            hypotheses, greedy = self.transcribe(model, config, test.waveforms, search, greedy=True)
         scores = {
             "utterances": len(test.transcripts),
             "wer": metrics.wer(test.transcripts, hypotheses),
             "cer": metrics.cer(test.transcripts, hypotheses),
         }
         if greedy:
-            (greedy,) = greedy
             scores["wer_greedy"] = metrics.wer(test.transcripts, greedy)
             scores["cer_greedy"] = metrics.cer(test.transcripts, greedy)
-        telephone_hypotheses = self.transcribe(
-            model, config, test.waveforms, channel=telephone, decoder=decoder
-        )
+        telephone_hypotheses = self.transcribe(model, config, test.waveforms, search, telephone)
         scores["wer_telephone"] = metrics.wer(test.transcripts, telephone_hypotheses)
         scores["cer_telephone"] = metrics.cer(test.transcripts, telephone_hypotheses)
         for voice in sorted(set(test.voices)):
@@ -447,22 +455,22 @@ class SpeechTask(Task):
             tf.TensorSpec([None], tf.int32, name="length"),
         ]
         vocab = speech_vocabulary()
-        path = export_endpoint(out_dir, _endpoint(model, config, vocab), spec, track=[model, vocab])
+        search = self.language_model_search(config, lm_path) if lm_path else None
+        track = [model, vocab] + ([search] if search is not None else [])
+        path = export_endpoint(out_dir, _endpoint(model, config, vocab, search), spec, track=track)
         metadata = {
             "task": self.name,
             "sample_rate": SAMPLE_RATE,
             "max_seconds": config.data.max_seconds,
             "decode": config.decode.method,
         }
-        if lm_path is not None:
-            copy_language_model(lm_path, path / METADATA.parent)
-            metadata["lm"] = {"file": str(METADATA.parent / LM_FILE), **_lm_settings(config)}
+        if search is not None:
+            metadata["lm"] = {"words": search.lexicon_size, **_lm_settings(config)}
         write_metadata(path, metadata)
         return path
 
     def predict(self, export_dir, inputs):
         export_dir = resolve_export_dir(export_dir)
-        decoder = export_lm_decoder(export_dir)
         max_seconds = read_metadata(export_dir).get("max_seconds", 30.0)
         # Every file is read first, and every bad one named, before any work is done.
         waveforms, errors = load_each(inputs, max_seconds)
@@ -474,9 +482,8 @@ class SpeechTask(Task):
         lines = []
         for start in range(0, len(waveforms), 16):
             batch, lengths = pad(waveforms[start : start + 16])
-            lines += _texts(
-                endpoint(waveform=tf.constant(batch), length=tf.constant(lengths)), decoder
-            )
+            outputs = endpoint(waveform=tf.constant(batch), length=tf.constant(lengths))
+            lines += [text.decode() for text in outputs["text"].numpy()]
         return [f"{path}\t{text}" for path, text in zip(inputs, lines, strict=True)]
 
 
@@ -501,45 +508,28 @@ def pocketsphinx_transcribe(waveforms) -> list[str] | None:
 
 
 def _lm_settings(config) -> dict:
-    """`LexiconDecoder`'s search settings from the config (an export's metadata keeps them)."""
+    """`LexiconSearch`'s settings from the config (an export's metadata records them)."""
     d = config.decode
     return {"beam_width": d.lm_beam_width, "lm_weight": d.lm_weight, "word_score": d.word_score}
 
 
-def export_lm_decoder(export_dir):
-    """The `LexiconDecoder` of a speech export's shipped LM, or None (decoded in the graph)."""
-    export_dir = resolve_export_dir(export_dir)
-    settings = dict(read_metadata(export_dir).get("lm", {}))
-    if not settings:
-        return None
-    lm_path = export_dir / settings.pop("file")
-    return LexiconDecoder(lm_path, speech_vocabulary().get_vocabulary(), **settings)
-
-
-def _endpoint(model, config, vocab):
-    """The export's function: waveforms -> the graph's transcripts (`text`, greedy when the
-    LM decodes) and the CTC log-probabilities (`log_probs`, `frames` of them) an LM
-    decoder reads."""
-    method = "greedy" if config.decode.method == "lm" else config.decode.method
-    beam_width = config.decode.beam_width
+def _endpoint(model, config, vocab, search=None):
+    """The export's function: waveforms -> transcripts (`text`: `search`'s when the LM
+    decodes, else the CTC decoding of `decode.method`) and the CTC log-probabilities
+    (`log_probs`, `frames` of them) for clients with decoders of their own."""
+    method, beam_width = config.decode.method, config.decode.beam_width
 
     def transcribe(waveform, length):
         outputs = model({"waveform": waveform, "length": length}, training=False)
-        ids, _ = ctc_decode(outputs["logits"], outputs["length"], method, beam_width)
-        return {
-            "text": vocab.decode(ids),
-            "log_probs": tf.nn.log_softmax(outputs["logits"]),
-            "frames": outputs["length"],
-        }
+        log_probs = tf.nn.log_softmax(outputs["logits"])
+        if search is not None:
+            text = search(log_probs, outputs["length"])
+        else:
+            ids, _ = ctc_decode(outputs["logits"], outputs["length"], method, beam_width)
+            text = vocab.decode(ids)
+        return {"text": text, "log_probs": log_probs, "frames": outputs["length"]}
 
     return transcribe
-
-
-def _texts(outputs, decoder=None):
-    """Transcripts from an endpoint's outputs: `decoder`'s, or the graph's `text`."""
-    if decoder is None:
-        return [t.decode() for t in np.asarray(outputs["text"])]
-    return decoder(np.asarray(outputs["log_probs"]), np.asarray(outputs["frames"]))
 
 
 def pad(waveforms):

@@ -1,11 +1,13 @@
-"""The word language model: built from transcripts with IRSTLM, searched with Flashlight."""
+"""The word language model: built from transcripts with IRSTLM, searched in the graph."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from shared.errors import DataError
+from shared.export import export_endpoint, serve_in_fresh_process
 from suite.speech import lm
-from suite.speech.lm import LexiconDecoder, arpa_words, build_language_model
+from suite.speech.lm import LexiconSearch, arpa_words, build_language_model, read_arpa
 from suite.speech.task import speech_vocabulary
 
 SENTENCES = [
@@ -46,9 +48,27 @@ def greedy(log_probs):
     return "".join(chars)
 
 
+def decode(search, log_probs, lengths=None):
+    lengths = [log_probs.shape[1]] if lengths is None else lengths
+    return [t.decode() for t in search(log_probs, tf.constant(lengths)).numpy()]
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return build_language_model(SENTENCES, tmp_path_factory.mktemp("lm") / "lm.arpa", order=3)
+
+
+@pytest.fixture(scope="module")
+def search(model_path):
+    return LexiconSearch(model_path, TOKENS)
+
+
+def reference_logprob(grams, history, word):
+    """log10 P(word | history) by the ARPA backoff rule, written plainly."""
+    if (*history, word) in grams:
+        return grams[(*history, word)][0]
+    backoff = grams.get(tuple(history), (0.0, 0.0))[1]
+    return backoff + reference_logprob(grams, history[1:], word)
 
 
 def test_model_is_an_arpa_file_of_the_transcripts_words(model_path):
@@ -63,46 +83,79 @@ def test_a_handful_of_one_word_transcripts_still_makes_a_model(tmp_path):
     assert sorted(arpa_words(path)) == ["abc", "abca", "bd", "dd"]
 
 
-def test_the_language_model_mends_what_the_acoustics_got_wrong(model_path):
+def test_the_language_model_mends_what_the_acoustics_got_wrong(search):
     log_probs = emissions("the cat sat on the mat", confusions={5: "o"})  # cat -> cot
     assert greedy(log_probs) == "the cot sat on the mat"
-    decoder = LexiconDecoder(model_path, TOKENS)
-    assert decoder(log_probs, [log_probs.shape[1]]) == ["the cat sat on the mat"]
+    assert decode(search, log_probs) == ["the cat sat on the mat"]
 
 
-def test_the_last_word_ends_without_a_space_after_it(model_path):
+def test_the_last_word_ends_without_a_space_after_it(search):
     # A trained model writes no space after the last word (transcripts have none), while
     # every spelling in the lexicon ends with one: the search must still end that word.
     log_probs = emissions("the dog ate the bone")
     space = TOKENS.index(" ")
     log_probs[0, log_probs[0].argmax(-1) != space, space] = np.log(1e-30)
-    assert LexiconDecoder(model_path, TOKENS)(log_probs, [log_probs.shape[1]]) == [
-        "the dog ate the bone"
-    ]
+    assert decode(search, log_probs) == ["the dog ate the bone"]
 
 
-def test_only_the_models_words_are_written(model_path):
+def test_only_the_models_words_are_written(search):
     log_probs = emissions("the cat zat on the mat")
-    words = LexiconDecoder(model_path, TOKENS)(log_probs, [log_probs.shape[1]])[0].split()
+    words = decode(search, log_probs)[0].split()
     assert set(words) <= {w for s in SENTENCES for w in s.split()}
     assert "zat" not in words
 
 
-def test_a_batch_decodes_each_row_to_its_length(model_path):
+def test_a_batch_decodes_each_row_to_its_length(search):
     short, long = emissions("the dog"), emissions("the dog ate the bone")
-    batch = np.full((2, long.shape[1], long.shape[2]), np.log(1e-6), np.float32)
+    batch = np.full((3, long.shape[1], long.shape[2]), np.log(1e-6), np.float32)
     batch[0, : short.shape[1]], batch[1] = short[0], long[0]
-    decoder = LexiconDecoder(model_path, TOKENS)
-    assert decoder(batch, [short.shape[1], long.shape[1]]) == ["the dog", "the dog ate the bone"]
+    lengths = [short.shape[1], long.shape[1], 0]
+    assert decode(search, batch, lengths) == ["the dog", "the dog ate the bone", ""]
     with pytest.raises(ValueError, match="log-probabilities"):
-        decoder(batch[..., :5], [1, 1])
+        search(batch[..., :5], tf.constant([1, 1, 1]))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_the_graphs_lm_scores_follow_the_arpa_backoff_rule(order, tmp_path):
+    model_path = build_language_model(SENTENCES, tmp_path / "lm.arpa", order=order)
+    search = LexiconSearch(model_path, TOKENS)
+    grams = read_arpa(model_path)
+    words = sorted({w for s in SENTENCES for w in s.split()})
+    # Seen trigrams, seen bigrams in unseen contexts, unseen pairs, and the sentence end.
+    cases = [(["<s>", "the"], "cat"), (["cat", "sat"], "on"), (["mat", "dog"], "ate")]
+    cases += [(["hall", "bone"], "put"), (["<s>", "a"], "hall"), (["the", "dog"], "</s>")]
+    cases += [(["<s>"], "the"), (["<s>"], "fish")]  # the first word of a sentence
+    cases += [(["a", "dog", "sat", "on"], "the")]  # only the last order - 1 words count
+    cases += [(["the", w], "the") for w in words]
+    ids = {w: i for i, w in enumerate(search._words.numpy().astype(str))}
+    contexts = tf.constant([search.context(h) for h, _ in cases], tf.int64)
+    got = search.lm_logprob(contexts, tf.constant([ids[w] for _, w in cases]))
+    expected = [reference_logprob(grams, h[len(h) - order + 1 :], word) for h, word in cases]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+    # The search runs with a model of any order.
+    assert decode(search, emissions("the cat sat on the mat")) == ["the cat sat on the mat"]
+
+
+def test_the_search_serves_from_a_savedmodel_in_a_fresh_process(search, tmp_path):
+    spec = [
+        tf.TensorSpec([None, None, len(TOKENS) + 1], tf.float32, name="log_probs"),
+        tf.TensorSpec([None], tf.int32, name="frames"),
+    ]
+    path = export_endpoint(
+        tmp_path / "search", lambda lp, n: {"text": search(lp, n)}, spec, track=[search]
+    )
+    log_probs = emissions("the cat sat on the mat", confusions={5: "o"})
+    served = serve_in_fresh_process(
+        path, {"log_probs": log_probs, "frames": np.int32([log_probs.shape[1]])}
+    )
+    assert [t.decode() for t in served["text"]] == ["the cat sat on the mat"]
 
 
 def test_bad_models_and_missing_tools_are_named(tmp_path, monkeypatch):
     not_arpa = tmp_path / "notes.arpa"
     not_arpa.write_text("hello\n")
     with pytest.raises(DataError, match="notes.arpa.*no 1-grams"):
-        LexiconDecoder(not_arpa, TOKENS)
+        LexiconSearch(not_arpa, TOKENS)
     with pytest.raises(DataError, match="no transcripts"):
         build_language_model(["", "  "], tmp_path / "lm.arpa")
     monkeypatch.setattr(lm.shutil, "which", lambda *args, **kwargs: None)
