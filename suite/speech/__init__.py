@@ -1,6 +1,6 @@
 """Speech recognition: a multi-voice spoken corpus, audio input, features and a CTC recognizer.
 
-`from suite.speech import SpeechRecognizer, SpeechTask` works; the heavy modules load on
+`from suite.speech import SpeechRecognizer, SpeechTask, LexiconSearch` works; the heavy modules load on
 first use, so corpus worker processes do not import TensorFlow.
 """
 
@@ -9,6 +9,7 @@ from shared.lazy import lazy_exports
 _EXPORTS = {
     "SpeechRecognizer": "suite.speech.model",
     "SpeechFeatures": "suite.speech.features",
+    "LexiconSearch": "suite.speech.lm",
     "SpeechTask": "suite.speech.task",
     "SpeechConfig": "suite.speech.task",
 }

@@ -105,7 +105,9 @@ class LexiconSearch(tf.Module):
     probability of its words plus `word_score` per word. Inside a word the LM term is the
     best unigram score of the words the letters so far can still become (smearing), so that
     hypotheses in mid-word compete fairly with those that have paid for a whole word.
-    Hypotheses that agree on their last words, trie node and last token are merged.
+    Each frame, the `2 * beam_width` best extensions of the hypotheses are merged (those that
+    agree on their LM context, trie node and last token keep the best) and cut to the beam.
+    A batch's utterances are searched together, as rows of the same tensors.
 
     Args:
         lm_path: the ARPA model; its words that `tokens` can spell form the lexicon.
@@ -185,11 +187,7 @@ class LexiconSearch(tf.Module):
                 f"expected log-probabilities [batch, time, {self.num_classes}], "
                 f"got {log_probs.shape.as_list()}"
             )
-        return tf.map_fn(
-            lambda row: self._search(row[0][: row[1]]),
-            (log_probs, tf.cast(tf.reshape(lengths, [-1]), tf.int32)),
-            fn_output_signature=tf.TensorSpec([], tf.string),
-        )
+        return self._search(log_probs, tf.cast(tf.reshape(lengths, [-1]), tf.int32))
 
     def _lookup(self, keys, table_keys=None):
         """Positions of `keys` in the sorted `table_keys` (the n-grams'), and whether each
@@ -233,28 +231,38 @@ class LexiconSearch(tf.Module):
         backoff = tf.where(backs_off, tf.gather(self._gram_backoff, position), 0.0)
         return logprob + tf.reduce_sum(backoff, axis=1)
 
-    def _search(self, log_probs):
-        """The best transcript of one utterance's `[time, num_classes]` log-probabilities."""
-        beam, classes = self.beam_width, self.num_classes
+    def _search(self, log_probs, lengths):
+        """The best transcripts of a batch's CTC log-probabilities; its utterances advance
+        together, a frame at a time, each hypothesis a row of `[batch, beam]` tensors."""
+        beam, classes, tokens = self.beam_width, self.num_classes, self.token_beam
+        width = beam * tokens  # candidates per utterance and frame
+        shortlist = min(width, 2 * beam)  # the best of them, merged and cut to the beam
+        batch = tf.shape(log_probs)[0]
         never = tf.constant(-np.inf, tf.float32)
         # Transcripts end without a space, but every word ends with one: a closing frame
-        # that is surely the separator lets the last word end.
-        closing = tf.one_hot([self._separator], classes, on_value=0.0, off_value=-1e9)
-        log_probs = tf.concat([log_probs, closing], 0)
-        score = tf.concat([[0.0], tf.fill([beam - 1], never)], 0)
-        node = tf.zeros([beam], tf.int32)  # trie node of the word in progress; 0 is the root
+        # that is surely the separator, at each utterance's end, lets the last word end.
+        frames = tf.shape(log_probs)[1] + 1
+        log_probs = tf.pad(log_probs, [[0, 0], [0, 1], [0, 0]])
+        closing = tf.one_hot(self._separator, classes, on_value=0.0, off_value=-1e9)
+        at_end = tf.one_hot(lengths, frames, on_value=True, off_value=False, dtype=tf.bool)
+        log_probs = tf.where(at_end[:, :, None], closing, log_probs)
+
+        score = tf.tile(tf.concat([[0.0], tf.fill([beam - 1], never)], 0)[None], [batch, 1])
+        node = tf.zeros([batch, beam], tf.int32)  # trie node of the word in progress; 0: root
         # The last words (`order - 1` of them) as one key: the LM's context.
-        context = self._push(tf.zeros([beam], tf.int64), tf.fill([beam], self._bos))
-        last = tf.fill([beam], self._blank)  # token of the previous frame
-        text = tf.fill([beam], "")
+        context = self._push(tf.zeros([batch, beam], tf.int64), tf.fill([batch, beam], self._bos))
+        last = tf.fill([batch, beam], self._blank)  # token of the previous frame
+        text = tf.fill([batch, beam], "")
+        utterance = tf.broadcast_to(tf.range(batch, dtype=tf.int64)[:, None], [batch, shortlist])
+        rank = tf.range(shortlist)[None]
 
         def step(t, score, node, context, last, text):
-            frame_logprob, token = tf.math.top_k(log_probs[t], self.token_beam)
-            token = tf.broadcast_to(token, [beam, self.token_beam])
-            parent_node = tf.broadcast_to(node[:, None], token.shape)
+            frame_logprob, token = tf.math.top_k(log_probs[:, t], tokens)
+            token = tf.broadcast_to(token[:, None], [batch, beam, tokens])
+            parent_node = tf.broadcast_to(node[:, :, None], tf.shape(token))
             separator = token == self._separator
             # A new letter: not blank and not the previous frame's token repeated.
-            emits = (token != self._blank) & (token != last[:, None])
+            emits = (token != self._blank) & (token != last[:, :, None])
             position, edge = self._lookup(
                 tf.cast(parent_node, tf.int64) * classes + tf.cast(token, tf.int64),
                 self._edge_keys,
@@ -263,74 +271,94 @@ class LexiconSearch(tf.Module):
             word = tf.gather(self._word_at, node)
             smear = tf.gather(self._smear, node)
             ends_word = emits & separator & (parent_node != 0)
+            word_logprob = self.lm_logprob(
+                tf.reshape(context, [-1]), tf.reshape(tf.maximum(word, 0), [-1])
+            )
             word_gain = (
-                self.lm_weight * (self.lm_logprob(context, tf.maximum(word, 0)) - smear)
-                + self.word_score
+                self.lm_weight * (tf.reshape(word_logprob, [batch, beam]) - smear) + self.word_score
             )
             letter_gain = self.lm_weight * (
-                tf.gather(self._smear, tf.maximum(child, 0)) - smear[:, None]
+                tf.gather(self._smear, tf.maximum(child, 0)) - smear[:, :, None]
             )
             valid = tf.where(
                 emits,
-                tf.where(separator, (parent_node == 0) | (word >= 0)[:, None], child >= 0),
+                tf.where(separator, (parent_node == 0) | (word >= 0)[:, :, None], child >= 0),
                 True,
             )
             gain = tf.where(
-                ends_word, word_gain[:, None], tf.where(emits & ~separator, letter_gain, 0.0)
+                ends_word, word_gain[:, :, None], tf.where(emits & ~separator, letter_gain, 0.0)
             )
-            candidate = tf.where(valid, score[:, None] + frame_logprob + gain, never)
+            candidate = tf.where(valid, score[:, :, None] + frame_logprob[:, None] + gain, never)
             next_node = tf.where(emits, tf.where(separator, 0, child), parent_node)
             next_node = tf.where(valid, next_node, 0)
 
-            # Best first; of candidates in the same state only the best survives.
-            ranked = tf.argsort(tf.reshape(candidate, [-1]), direction="DESCENDING")
-            parent = ranked // self.token_beam
-            ended = tf.gather(tf.reshape(ends_word, [-1]), ranked)
-            parent_context = tf.gather(context, parent)
-            next_context = tf.where(
-                ended, self._push(parent_context, tf.gather(word, parent)), parent_context
-            )
-            next_node = tf.gather(tf.reshape(next_node, [-1]), ranked)
-            next_last = tf.gather(tf.reshape(token, [-1]), ranked)
+            # Each utterance's candidates best first; of those in the same state (LM
+            # context, trie node, last token) only the best survives.
+            candidate = tf.reshape(candidate, [batch, width])
+            ranked_score, ranked = tf.math.top_k(candidate, shortlist)
+
+            def in_rank_order(values):
+                return tf.gather(tf.reshape(values, [batch, width]), ranked, batch_dims=1)
+
+            parent = ranked // tokens
+            ended = in_rank_order(ends_word)
+            parent_word = tf.gather(word, parent, batch_dims=1)
+            parent_context = tf.gather(context, parent, batch_dims=1)
+            next_context = tf.where(ended, self._push(parent_context, parent_word), parent_context)
+            next_node = in_rank_order(next_node)
+            next_last = in_rank_order(token)
             state = tf.stack(
-                [next_context, tf.cast(next_node, tf.int64), tf.cast(next_last, tf.int64)], 1
+                [
+                    utterance,
+                    next_context,
+                    tf.cast(next_node, tf.int64),
+                    tf.cast(next_last, tf.int64),
+                ],
+                -1,
             )
-            _, group = tf.raw_ops.UniqueV2(x=state, axis=[0])
-            first = tf.math.unsorted_segment_min(
-                tf.range(tf.size(group)), group, tf.reduce_max(group) + 1
+            states, group = tf.raw_ops.UniqueV2(x=tf.reshape(state, [-1, 4]), axis=[0])
+            order = tf.range(tf.size(group))
+            first = tf.math.unsorted_segment_min(order, group, tf.shape(states)[0])
+            is_first = tf.reshape(tf.equal(tf.gather(first, group), order), [batch, shortlist])
+            # The best `beam` distinct states, best first (the rest, if any, are dead).
+            keep = tf.argsort(tf.where(is_first, rank, rank + shortlist), axis=1)[:, :beam]
+
+            def kept(values):
+                return tf.gather(values, keep, batch_dims=1)
+
+            new_score = tf.where(kept(is_first), kept(ranked_score), never)
+            new_score = tf.where(
+                new_score < new_score[:, :1] - self.beam_threshold, never, new_score
             )
-            keep = tf.sort(first)[:beam]
-            kept = tf.gather(tf.gather(tf.reshape(candidate, [-1]), ranked), keep)
-            kept = tf.where(kept < kept[0] - self.beam_threshold, never, kept)
-            # Fewer distinct states than the beam: the rest are dead (score -inf).
-            missing = beam - tf.size(keep)
-            keep = tf.ensure_shape(tf.concat([keep, tf.zeros([missing], tf.int32)], 0), [beam])
-            kept = tf.ensure_shape(tf.concat([kept, tf.fill([missing], never)], 0), [beam])
-            parent_text = tf.gather(text, tf.gather(parent, keep))
-            new_word = tf.gather(
-                self._words, tf.maximum(tf.gather(tf.gather(word, parent), keep), 0)
+            parent_text = tf.gather(text, kept(parent), batch_dims=1)
+            new_word = tf.gather(self._words, tf.maximum(kept(parent_word), 0))
+            new_text = tf.where(
+                kept(ended), tf.strings.join([parent_text, new_word], " "), parent_text
             )
-            text = tf.where(
-                tf.gather(ended, keep), tf.strings.join([parent_text, new_word], " "), parent_text
-            )
+            going = (t <= lengths)[:, None]
+
+            def advance(new, old):
+                """`new`, but what it was for utterances past their closing frame."""
+                return tf.ensure_shape(tf.where(going, new, old), old.shape)
+
             return (
                 t + 1,
-                kept,
-                tf.gather(next_node, keep),
-                tf.gather(next_context, keep),
-                tf.gather(next_last, keep),
-                text,
+                advance(new_score, score),
+                advance(kept(next_node), node),
+                advance(kept(next_context), context),
+                advance(kept(next_last), last),
+                advance(new_text, text),
             )
 
         _, score, node, context, _, text = tf.while_loop(
-            lambda t, *_: t < tf.shape(log_probs)[0],
-            step,
-            [0, score, node, context, last, text],
+            lambda t, *_: t < frames, step, [0, score, node, context, last, text]
         )
-        ending = self.lm_weight * self.lm_logprob(context, tf.fill([beam], self._eos))
-        final = tf.where(node == 0, score + ending, never)
-        best = tf.argmax(final)
-        return tf.where(final[best] > never, tf.strings.strip(text[best]), "")
+        ending = self.lm_logprob(tf.reshape(context, [-1]), tf.fill([batch * beam], self._eos))
+        final = score + self.lm_weight * tf.reshape(ending, [batch, beam])
+        final = tf.where(node == 0, final, never)
+        best = tf.argmax(final, axis=1, output_type=tf.int32)
+        found = tf.reduce_max(final, axis=1) > never
+        return tf.where(found, tf.strings.strip(tf.gather(text, best, batch_dims=1)), "")
 
 
 def _key(ids, base) -> int:

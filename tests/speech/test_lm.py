@@ -111,6 +111,10 @@ def test_a_batch_decodes_each_row_to_its_length(search):
     batch[0, : short.shape[1]], batch[1] = short[0], long[0]
     lengths = [short.shape[1], long.shape[1], 0]
     assert decode(search, batch, lengths) == ["the dog", "the dog ate the bone", ""]
+    # Traced for batches of one but lengths of any size, as a model's tf.function may be.
+    spec = [tf.TensorSpec([1, None, long.shape[2]]), tf.TensorSpec([None], tf.int32)]
+    traced = tf.function(search, input_signature=spec)
+    assert decode(traced, long, [long.shape[1]]) == ["the dog ate the bone"]
     with pytest.raises(ValueError, match="log-probabilities"):
         search(batch[..., :5], tf.constant([1, 1, 1]))
 
