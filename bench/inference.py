@@ -12,8 +12,9 @@ writes one SavedModel per decoder:
     speech       the speech preset's architecture (`small`: conv front end subsampling time by
                  3 + 2-layer BiGRU of 160 units) trained for a few steps on synthetic tone "words": speed does not
                  need a good model, and CTC greedy decoding costs the same for any weights;
-                 exported greedy, beam 8 and (full) with the word LM of its transcripts,
-                 whose beam search runs in the export's graph
+                 exported greedy, beam 8 and (full) with the word LM the embedded corpus's
+                 model gets (its text sources and generated transcripts), whose beam search
+                 runs in the export's graph
     action,      the `small` presets' frame CNN (untrained: its cost does not depend on its
     caption      weights) and recurrent models, trained one epoch on toy videos of a square
                  moving left or right; clips of 32 frames at 112 px are timed, the embedded
@@ -174,13 +175,27 @@ def _speech_setup(profile, work):
         f"train.seed={profile.seed}",
         "train.verbose=0",
     ]
-    exports = [
-        (f"speech-beam{SPEECH_BEAM}", ["decode.method=beam", f"decode.beam_width={SPEECH_BEAM}"])
-        if method == "beam"
-        else (f"speech-{method}", [f"decode.method={method}"])
-        for method in profile.speech_decoders
-    ]
+    exports = []
+    for method in profile.speech_decoders:
+        settings = [f"decode.method={method}"]
+        if method == "beam":
+            method, settings = f"beam{SPEECH_BEAM}", [*settings, f"decode.beam_width={SPEECH_BEAM}"]
+        if method == "lm":  # the LM the embedded corpus's model gets, not the tone words'
+            settings.append(f"decode.lm_path={_embedded_corpus_lm(work / 'speech' / 'lm.arpa')}")
+        exports.append((f"speech-{method}", settings))
     return str(data), profile.speech_preset, overrides, exports
+
+
+def _embedded_corpus_lm(path: Path) -> Path:
+    """The n-gram model of the embedded corpus's language-model text (some 13k words): the
+    search's lookups cost more in its larger tables than in the toy transcripts' few words."""
+    from suite.speech.lm import build_language_model
+    from suite.speech.task import SpeechDecodeConfig
+    from suite.speech.text import language_model_text
+
+    decode = SpeechDecodeConfig()
+    text = language_model_text(decode.lm_generated)
+    return build_language_model(text, path, decode.lm_order)
 
 
 def toy_videos(folder: Path, per_class: int, seed: int) -> list[tuple[Path, str]]:

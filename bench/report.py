@@ -292,9 +292,9 @@ def inference_table(section: dict) -> list[str]:
             "synthetic tones: a useless recogniser, but speed hardly depends on the weights "
             "(CTC greedy decoding does the same work for any output; beam search's work "
             "varies a little with how peaked the outputs are); `lm` adds the word language "
-            "model's beam search, in the graph, whose work a frame is set by its beam "
-            "(it computes on beam-sized tensors whatever the outputs); RTF = processing "
-            "seconds per second of audio"
+            "model's beam search, in the graph, with the LM the embedded corpus's model gets "
+            "(its text sources and generated transcripts); RTF = processing seconds per second of "
+            "audio"
         )
     videos = [build.get(task, {}) for task in ("action", "caption")]
     if any("exports" in entry for entry in videos):
