@@ -134,9 +134,10 @@ class SpeechDecodeConfig:
     # (greedy: WER 66.4 %, CER 25.3 %): WER 37.8 %, CER 21.4 %; weights 1.5 / 2.5 gave WER
     # 38.5 / 38.4 %; order 4 about as order 3. Again once the search could end a last word
     # (small preset with Pico voices, 24 epochs): (2.0, 1.0) gave WER 34.2 %; of weights
-    # 1.0-3.0 and word scores -1 to 2, none beat it by more than 0.5. LM text from the
-    # whole Bible, not only the corpus's 8 books (22 k more clauses): validation 33.2 %
-    # against 34.2 %, test 42.7 % against 41.5 %: no gain.
+    # 1.0-3.0 and word scores -1 to 2, none beat it by more than 0.5; nor, with the search
+    # in the graph (33.3 %), did weights 1.5-2.5 with word scores 0-2 (best: 32.9 %). LM
+    # text from the whole Bible, not only the corpus's 8 books (22 k more clauses):
+    # validation 33.2 % against 34.2 %, test 42.7 % against 41.5 %: no gain.
     lm_weight: float = 2.0
     word_score: float = 1.0
     # That model (small preset with Pico voices, 24 epochs, seed 1234), validation / test
