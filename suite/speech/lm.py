@@ -70,7 +70,10 @@ def build_language_model(transcripts, path, order=3) -> Path:
 
 
 def read_arpa(path) -> dict[tuple[str, ...], tuple[float, float]]:
-    """An ARPA model's n-grams: words -> (log10 probability, log10 backoff weight)."""
+    """An ARPA model's n-grams: words -> (log10 probability, log10 backoff weight).
+
+    Words are lowercased, as the recognizer writes them (LibriSpeech's models, for one, are
+    upper case); of n-grams that then coincide, the likelier stays."""
     grams, order = {}, 0
     try:
         with open(path, encoding="utf-8") as handle:
@@ -83,8 +86,10 @@ def read_arpa(path) -> dict[tuple[str, ...], tuple[float, float]]:
                     order = int(head[1]) if head.endswith("-grams:") and head[1].isdigit() else 0
                     continue
                 if order and len(fields) >= order + 1:
+                    words = tuple(word.lower() for word in fields[1 : order + 1])
                     backoff = float(fields[order + 1]) if len(fields) > order + 1 else 0.0
-                    grams[tuple(fields[1 : order + 1])] = (float(fields[0]), backoff)
+                    if words not in grams or grams[words][0] < float(fields[0]):
+                        grams[words] = (float(fields[0]), backoff)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise DataError(f"{path}: cannot read the language model ({error})") from None
     if not any(len(gram) == 1 for gram in grams):

@@ -155,6 +155,16 @@ def test_the_search_serves_from_a_savedmodel_in_a_fresh_process(search, tmp_path
     assert [t.decode() for t in served["text"]] == ["the cat sat on the mat"]
 
 
+def test_an_upper_case_model_reads_as_the_recognizer_writes(model_path, tmp_path):
+    # LibriSpeech's published models are upper case; the recognizer writes lower case.
+    upper = tmp_path / "upper.arpa"
+    lines = model_path.read_text().splitlines()  # headers stay as they are
+    upper.write_text("\n".join(x if x.startswith(("\\", "ngram")) else x.upper() for x in lines))
+    assert read_arpa(upper) == read_arpa(model_path)
+    log_probs = emissions("the cat sat on the mat", confusions={5: "o"})
+    assert decode(LexiconSearch(upper, TOKENS), log_probs) == ["the cat sat on the mat"]
+
+
 def test_bad_models_and_missing_tools_are_named(tmp_path, monkeypatch):
     not_arpa = tmp_path / "notes.arpa"
     not_arpa.write_text("hello\n")
