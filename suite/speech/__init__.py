@@ -1,7 +1,7 @@
 """Speech recognition: a multi-voice spoken corpus, audio input, features and a CTC recognizer.
 
-`from suite.speech import SpeechRecognizer, SpeechTask, LexiconSearch` works; the heavy modules load on
-first use, so corpus worker processes do not import TensorFlow.
+`from suite.speech import SpeechRecognizer, SpeechTask, LexiconSearch` works; the heavy
+modules load on first use, so corpus worker processes do not import TensorFlow.
 """
 
 from shared.lazy import lazy_exports

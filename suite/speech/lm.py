@@ -97,11 +97,6 @@ def read_arpa(path) -> dict[tuple[str, ...], tuple[float, float]]:
     return grams
 
 
-def arpa_words(path) -> list[str]:
-    """The words of an ARPA model (its 1-grams, sentence marks left out)."""
-    return [g[0] for g in read_arpa(path) if len(g) == 1 and g[0] not in (BOS, EOS, UNK)]
-
-
 class LexiconSearch(tf.Module):
     """CTC beam search over the words of an ARPA model, scored by it (shallow fusion).
 
@@ -141,7 +136,13 @@ class LexiconSearch(tf.Module):
         tokens = list(tokens)
         if separator not in tokens:
             raise ValueError(f"the word separator {separator!r} is not one of the tokens")
+        if int(beam_width) < 1 or int(token_beam) < 1:
+            raise ValueError(
+                f"beam_width and token_beam must be >= 1, got {beam_width}, {token_beam}"
+            )
         grams = read_arpa(lm_path)
+        if (EOS,) not in grams:
+            raise DataError(f"{lm_path}: no 1-gram for {EOS}, which ends every sentence")
         self.order = max(len(gram) for gram in grams)
         vocabulary = sorted({word for gram in grams for word in gram} | {BOS, EOS})
         index = {word: i for i, word in enumerate(vocabulary)}
@@ -160,7 +161,13 @@ class LexiconSearch(tf.Module):
         self.num_classes = len(tokens) + 1  # blank last
         self._blank, self._separator = len(tokens), tokens.index(separator)
         spellable = {t for t in tokens if len(t) == 1 and t != separator}
-        words = [w for w in vocabulary if w not in (BOS, EOS, UNK) and set(w) <= spellable]
+        # The lexicon: the 1-grams' words the tokens spell (every n-gram's words have 1-grams
+        # in a well-formed model; the search needs them).
+        words = [
+            w
+            for w in vocabulary
+            if w not in (BOS, EOS, UNK) and set(w) <= spellable and (w,) in grams
+        ]
         if not words:
             raise DataError(f"{lm_path}: none of the model's words can be spelled with the tokens")
         edges, word_at, smear = _trie(words, tokens, index, grams, self.num_classes)
@@ -203,22 +210,22 @@ class LexiconSearch(tf.Module):
         position = tf.reshape(position, tf.shape(keys))
         return position, tf.equal(tf.gather(table_keys, position), keys)
 
-    def context(self, words) -> int:
-        """The context key of `words` (a list, oldest first; only the last `order - 1`
-        count), as `lm_logprob` takes it: 0 for none, `<s>` for a sentence's start."""
+    def context_key(self, words) -> int:
+        """The context key `lm_logprob` takes for `words` (a list, oldest first, of which
+        the last `order - 1` count): `[]` for none, `["<s>"]` at a sentence's start."""
         words = list(words)[len(words) - self.order + 1 :] if self.order > 1 else []
-        ids = self._words.numpy().astype(str).tolist()
-        return _key([ids.index(w) for w in words], self._base)
+        index = {w: i for i, w in enumerate(self._words.numpy().astype(str))}
+        return _key([index[w] for w in words], self._base)
 
     def _push(self, context, word):
-        """`context` keys with `word` ids appended and the oldest word beyond `order - 1` dropped."""
+        """`context` keys with `word` ids appended, keeping the last `order - 1` words."""
         if self.order == 1:
             return context
         return context % self._base ** (self.order - 2) * self._base + tf.cast(word, tf.int64) + 1
 
     def lm_logprob(self, context, word):
-        """log10 P(word | context) by the ARPA backoff rule: `context` int64 `[n]` keys
-        (`context`), `word` int `[n]` word ids."""
+        """log10 P(word | context) by the ARPA backoff rule: `context` int64 `[n]` keys as
+        `context_key` makes them, `word` int `[n]` word ids."""
         # The context's last j words, for j = order - 1 down to 0: the key modulo base^j.
         lengths = np.arange(self.order - 1, -1, -1)
         suffix = context[:, None] % tf.constant(self._base**lengths, tf.int64)
@@ -243,6 +250,9 @@ class LexiconSearch(tf.Module):
         width = beam * tokens  # candidates per utterance and frame
         shortlist = min(width, 2 * beam)  # the best of them, merged and cut to the beam
         batch = tf.shape(log_probs)[0]
+        # A length beyond the frames (a client's `length` larger than its waveform) reads
+        # to the last frame, where its closing frame goes.
+        lengths = tf.clip_by_value(lengths, 0, tf.shape(log_probs)[1])
         never = tf.constant(-np.inf, tf.float32)
         # Transcripts end without a space, but every word ends with one: a closing frame
         # that is surely the separator, at each utterance's end, lets the last word end.

@@ -375,8 +375,8 @@ class SpeechTask(Task):
     ):
         """Transcripts of float32 waveforms with the Keras model, as its export gives them
         (`search`: the LM search an export of `decode.method=lm` holds), each through
-        `channel` if one is given. `greedy=True` also returns the greedy transcripts of the
-        same pass (a list of two lists)."""
+        `channel` if one is given. `greedy=True` returns `(transcripts, greedy transcripts)`
+        of the same pass."""
         vocab = speech_vocabulary()
         endpoint = _endpoint(model, config, vocab, search)
 
@@ -398,7 +398,7 @@ class SpeechTask(Task):
             for column, texts in zip(columns, texts_of_batch, strict=True):
                 for i, text in zip(chosen, texts.numpy(), strict=True):
                     column[i] = text.decode()
-        return columns if greedy else columns[0]
+        return tuple(columns) if greedy else columns[0]
 
     def language_model_search(self, config, lm_path):
         """The in-graph `LexiconSearch` of `lm_path` with the config's search settings."""
@@ -466,7 +466,7 @@ class SpeechTask(Task):
             "decode": config.decode.method,
         }
         if search is not None:
-            metadata["lm"] = {"words": search.lexicon_size, **_lm_settings(config)}
+            metadata["lm"] = {"lexicon_words": search.lexicon_size, **_lm_settings(config)}
         write_metadata(path, metadata)
         return path
 
@@ -519,6 +519,11 @@ def _endpoint(model, config, vocab, search=None):
     decodes, else the CTC decoding of `decode.method`) and the CTC log-probabilities
     (`log_probs`, `frames` of them) for clients with decoders of their own."""
     method, beam_width = config.decode.method, config.decode.beam_width
+    if method == "lm" and search is None:
+        raise ValueError(
+            "decode.method=lm decodes with the LM's search: pass "
+            "search=task.language_model_search(config, lm_path)"
+        )
 
     def transcribe(waveform, length):
         outputs = model({"waveform": waveform, "length": length}, training=False)

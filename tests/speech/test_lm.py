@@ -7,7 +7,7 @@ import tensorflow as tf
 from shared.errors import DataError
 from shared.export import export_endpoint, serve_in_fresh_process
 from suite.speech import lm
-from suite.speech.lm import LexiconSearch, arpa_words, build_language_model, read_arpa
+from suite.speech.lm import LexiconSearch, build_language_model, read_arpa
 from suite.speech.task import speech_vocabulary
 
 SENTENCES = [
@@ -48,6 +48,10 @@ def greedy(log_probs):
     return "".join(chars)
 
 
+def unigrams(path):
+    return [g[0] for g in read_arpa(path) if len(g) == 1 and g[0] not in ("<s>", "</s>", "<unk>")]
+
+
 def decode(search, log_probs, lengths=None):
     lengths = [log_probs.shape[1]] if lengths is None else lengths
     return [t.decode() for t in search(log_probs, tf.constant(lengths)).numpy()]
@@ -74,13 +78,13 @@ def reference_logprob(grams, history, word):
 def test_model_is_an_arpa_file_of_the_transcripts_words(model_path):
     text = model_path.read_text()
     assert "\\data\\" in text and "\\3-grams:" in text
-    assert sorted(arpa_words(model_path)) == sorted({w for s in SENTENCES for w in s.split()})
+    assert sorted(unigrams(model_path)) == sorted({w for s in SENTENCES for w in s.split()})
 
 
 def test_a_handful_of_one_word_transcripts_still_makes_a_model(tmp_path):
     # Too few counts for modified shift-beta: built with Witten-Bell instead.
     path = build_language_model(["abca", "bd", "abc", "dd"], tmp_path / "lm.arpa")
-    assert sorted(arpa_words(path)) == ["abc", "abca", "bd", "dd"]
+    assert sorted(unigrams(path)) == ["abc", "abca", "bd", "dd"]
 
 
 def test_the_language_model_mends_what_the_acoustics_got_wrong(search):
@@ -119,6 +123,14 @@ def test_a_batch_decodes_each_row_to_its_length(search):
         search(batch[..., :5], tf.constant([1, 1, 1]))
 
 
+def test_a_length_beyond_the_frames_reads_to_the_last(model_path):
+    # With 3 tokens a frame the separator (class 4) never makes the padding's shortlist:
+    # the closing frame must still come right after the last real frame.
+    log_probs = emissions("the dog ate the bone")
+    search = LexiconSearch(model_path, TOKENS, token_beam=3)
+    assert decode(search, log_probs, [log_probs.shape[1] + 5]) == ["the dog ate the bone"]
+
+
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_the_graphs_lm_scores_follow_the_arpa_backoff_rule(order, tmp_path):
     model_path = build_language_model(SENTENCES, tmp_path / "lm.arpa", order=order)
@@ -132,7 +144,7 @@ def test_the_graphs_lm_scores_follow_the_arpa_backoff_rule(order, tmp_path):
     cases += [(["a", "dog", "sat", "on"], "the")]  # only the last order - 1 words count
     cases += [(["the", w], "the") for w in words]
     ids = {w: i for i, w in enumerate(search._words.numpy().astype(str))}
-    contexts = tf.constant([search.context(h) for h, _ in cases], tf.int64)
+    contexts = tf.constant([search.context_key(h) for h, _ in cases], tf.int64)
     got = search.lm_logprob(contexts, tf.constant([ids[w] for _, w in cases]))
     expected = [reference_logprob(grams, h[len(h) - order + 1 :], word) for h, word in cases]
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -170,6 +182,12 @@ def test_bad_models_and_missing_tools_are_named(tmp_path, monkeypatch):
     not_arpa.write_text("hello\n")
     with pytest.raises(DataError, match="notes.arpa.*no 1-grams"):
         LexiconSearch(not_arpa, TOKENS)
+    endless = tmp_path / "endless.arpa"
+    endless.write_text("\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\t<s>\n-1.0\tcat\n\n\\end\\\n")
+    with pytest.raises(DataError, match="endless.arpa.*</s>"):
+        LexiconSearch(endless, TOKENS)
+    with pytest.raises(ValueError, match="beam_width"):
+        LexiconSearch(endless, TOKENS, beam_width=0)
     with pytest.raises(DataError, match="no transcripts"):
         build_language_model(["", "  "], tmp_path / "lm.arpa")
     monkeypatch.setattr(lm.shutil, "which", lambda *args, **kwargs: None)

@@ -51,7 +51,7 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["speech", "predict", "--model", str(export_dir), str(wav)]) == 0
     out = capsys.readouterr().out
-    assert read_metadata(export_dir)["lm"]["words"] > 0  # the LM search is in the graph
+    assert read_metadata(export_dir)["lm"]["lexicon_words"] > 0  # the LM search is in the graph
     # The export's transcript matches the Keras model's with the run's LM.
     task = get_task("speech")
     config, model = restore_model(task, run_dir)
