@@ -106,7 +106,7 @@ class LexiconSearch(tf.Module):
     best unigram score of the words the letters so far can still become (smearing), so that
     hypotheses in mid-word compete fairly with those that have paid for a whole word.
     Each frame, the `2 * beam_width` best extensions of the hypotheses are merged (those that
-    agree on their LM context, trie node and last token keep the best) and cut to the beam.
+    agree on their LM state, trie node and last token keep the best) and cut to the beam.
     A batch's utterances are searched together, as rows of the same tensors.
 
     Args:
@@ -146,17 +146,8 @@ class LexiconSearch(tf.Module):
         self.order = max(len(gram) for gram in grams)
         vocabulary = sorted({word for gram in grams for word in gram} | {BOS, EOS})
         index = {word: i for i, word in enumerate(vocabulary)}
-        # An n-gram's key is its word ids + 1 as digits of base len(vocabulary) + 1: exact,
-        # and the orders never collide (no digit is 0). It must fit in an int64.
         base = len(vocabulary) + 1
-        if base**self.order >= 2**63:
-            raise DataError(
-                f"{lm_path}: an order-{self.order} model of {base - 1} words is too large "
-                "for the search's n-gram keys; use a lower order"
-            )
-        keys = np.array([_key([index[w] for w in gram], base) for gram in grams], np.int64)
-        scores = np.array(list(grams.values()), np.float32).reshape(-1, 2)
-        ranked = np.argsort(keys)
+        ngrams = _ngram_tables(grams, index, lm_path)
 
         self.num_classes = len(tokens) + 1  # blank last
         self._blank, self._separator = len(tokens), tokens.index(separator)
@@ -175,11 +166,14 @@ class LexiconSearch(tf.Module):
         def table(values, dtype):
             return tf.Variable(tf.constant(values, dtype), trainable=False)
 
-        self._base = base
-        self._bos, self._eos = index[BOS], index[EOS]
-        self._gram_keys = table(keys[ranked], tf.int64)
-        self._gram_logprob = table(scores[ranked, 0], tf.float32)
-        self._gram_backoff = table(scores[ranked, 1], tf.float32)
+        self._base, self._eos = base, index[EOS]
+        self._start = ngrams["start"]  # the state a sentence starts in: after <s>
+        self._gram_keys = table(ngrams["keys"], tf.int64)  # sorted
+        self._gram_logprob = table(ngrams["logprob"], tf.float32)  # of each key
+        self._gram_id = table(ngrams["id"], tf.int32)  # of each key
+        self._backoff = table(ngrams["backoff"], tf.float32)  # of each id
+        self._suffix = table(ngrams["suffix"], tf.int32)  # of each id
+        self._gram_order = table(ngrams["order"], tf.int32)  # of each id
         self._edge_keys = table(edges[:, 0], tf.int64)  # node * num_classes + class, sorted
         self._edge_child = table(edges[:, 1], tf.int32)
         self._word_at = table(word_at, tf.int32)  # node -> id of the word it spells, or -1
@@ -210,38 +204,43 @@ class LexiconSearch(tf.Module):
         position = tf.reshape(position, tf.shape(keys))
         return position, tf.equal(tf.gather(table_keys, position), keys)
 
-    def context_key(self, words) -> int:
-        """The context key `lm_logprob` takes for `words` (a list, oldest first, of which
-        the last `order - 1` count): `[]` for none, `["<s>"]` at a sentence's start."""
-        words = list(words)[len(words) - self.order + 1 :] if self.order > 1 else []
+    def state_of(self, words) -> int:
+        """The LM state after `words` (oldest first), as `lm_logprob` takes it: -1 for no
+        context; a sentence starts after `["<s>"]`."""
         index = {w: i for i, w in enumerate(self._words.numpy().astype(str))}
-        return _key([index[w] for w in words], self._base)
+        state = tf.constant([-1])
+        for word in words:
+            _, state = self.lm_logprob(state, tf.constant([index[word]]))
+        return int(state[0])
 
-    def _push(self, context, word):
-        """`context` keys with `word` ids appended, keeping the last `order - 1` words."""
-        if self.order == 1:
-            return context
-        return context % self._base ** (self.order - 2) * self._base + tf.cast(word, tf.int64) + 1
+    def lm_logprob(self, state, word):
+        """log10 P(word | state) by the ARPA backoff rule, and the state after `word`.
 
-    def lm_logprob(self, context, word):
-        """log10 P(word | context) by the ARPA backoff rule: `context` int64 `[n]` keys as
-        `context_key` makes them, `word` int `[n]` word ids."""
-        # The context's last j words, for j = order - 1 down to 0: the key modulo base^j.
-        lengths = np.arange(self.order - 1, -1, -1)
-        suffix = context[:, None] % tf.constant(self._base**lengths, tf.int64)
-        # A suffix of j words is there only when the sentence has that many (no digit is 0).
-        whole = suffix >= tf.constant(self._base ** np.maximum(lengths - 1, 0), tf.int64)
-        whole |= lengths == 0
-        position, hit = self._lookup(suffix * self._base + tf.cast(word, tf.int64)[:, None] + 1)
-        hit &= whole
-        # The longest n-gram the model has gives the probability (a unigram always does);
-        # each longer context that is there and not followed by the word adds its backoff.
-        longest = tf.argmax(tf.cast(hit, tf.int32), axis=1, output_type=tf.int32)
-        logprob = tf.gather(tf.gather(self._gram_logprob, position), longest, batch_dims=1)
-        position, listed = self._lookup(suffix)
-        backs_off = whole & listed & (tf.range(self.order)[None, :] < longest[:, None])
-        backoff = tf.where(backs_off, tf.gather(self._gram_backoff, position), 0.0)
-        return logprob + tf.reduce_sum(backoff, axis=1)
+        A state is the id of the longest n-gram (of at most `order - 1` words) that ends
+        the words so far, as KenLM's: every longer context the model has no entry for
+        backs off at no cost. `state` int `[n]` (-1: no context), `word` int `[n]` word ids.
+        """
+        word = tf.cast(word, tf.int64)
+        logprob = tf.zeros(tf.shape(word), tf.float32)
+        found = tf.zeros(tf.shape(word), tf.bool)
+        after = tf.fill(tf.shape(word), -1)
+        context = tf.cast(state, tf.int32)
+        for _ in range(self.order):  # the context, then ever shorter suffixes of it
+            key = (tf.cast(context, tf.int64) + 1) * self._base + word + 1
+            position, hit = self._lookup(key)
+            hit &= ~found
+            logprob += tf.where(hit, tf.gather(self._gram_logprob, position), 0.0)
+            after = tf.where(hit, tf.gather(self._gram_id, position), after)
+            # Not followed by the word: the context's backoff weight, and one word less.
+            backs_off = ~found & ~hit & (context >= 0)
+            listed = tf.maximum(context, 0)
+            logprob += tf.where(backs_off, tf.gather(self._backoff, listed), 0.0)
+            context = tf.where(backs_off, tf.gather(self._suffix, listed), context)
+            found |= hit
+        # A state holds at most order - 1 words: after a full-order n-gram, its suffix.
+        full = tf.gather(self._gram_order, tf.maximum(after, 0)) == self.order
+        after = tf.where(full, tf.gather(self._suffix, tf.maximum(after, 0)), after)
+        return logprob, after
 
     def _search(self, log_probs, lengths):
         """The best transcripts of a batch's CTC log-probabilities; its utterances advance
@@ -264,8 +263,7 @@ class LexiconSearch(tf.Module):
 
         score = tf.tile(tf.concat([[0.0], tf.fill([beam - 1], never)], 0)[None], [batch, 1])
         node = tf.zeros([batch, beam], tf.int32)  # trie node of the word in progress; 0: root
-        # The last words (`order - 1` of them) as one key: the LM's context.
-        context = self._push(tf.zeros([batch, beam], tf.int64), tf.fill([batch, beam], self._bos))
+        context = tf.fill([batch, beam], self._start)  # LM state (`lm_logprob`)
         last = tf.fill([batch, beam], self._blank)  # token of the previous frame
         text = tf.fill([batch, beam], "")
         utterance = tf.broadcast_to(tf.range(batch, dtype=tf.int64)[:, None], [batch, shortlist])
@@ -286,9 +284,10 @@ class LexiconSearch(tf.Module):
             word = tf.gather(self._word_at, node)
             smear = tf.gather(self._smear, node)
             ends_word = emits & separator & (parent_node != 0)
-            word_logprob = self.lm_logprob(
+            word_logprob, word_state = self.lm_logprob(
                 tf.reshape(context, [-1]), tf.reshape(tf.maximum(word, 0), [-1])
             )
+            word_state = tf.reshape(word_state, [batch, beam])
             word_gain = (
                 self.lm_weight * (tf.reshape(word_logprob, [batch, beam]) - smear) + self.word_score
             )
@@ -318,14 +317,17 @@ class LexiconSearch(tf.Module):
             parent = ranked // tokens
             ended = in_rank_order(ends_word)
             parent_word = tf.gather(word, parent, batch_dims=1)
-            parent_context = tf.gather(context, parent, batch_dims=1)
-            next_context = tf.where(ended, self._push(parent_context, parent_word), parent_context)
+            next_context = tf.where(
+                ended,
+                tf.gather(word_state, parent, batch_dims=1),
+                tf.gather(context, parent, batch_dims=1),
+            )
             next_node = in_rank_order(next_node)
             next_last = in_rank_order(token)
             state = tf.stack(
                 [
                     utterance,
-                    next_context,
+                    tf.cast(next_context, tf.int64),
                     tf.cast(next_node, tf.int64),
                     tf.cast(next_last, tf.int64),
                 ],
@@ -368,7 +370,7 @@ class LexiconSearch(tf.Module):
         _, score, node, context, _, text = tf.while_loop(
             lambda t, *_: t < frames, step, [0, score, node, context, last, text]
         )
-        ending = self.lm_logprob(tf.reshape(context, [-1]), tf.fill([batch * beam], self._eos))
+        ending, _ = self.lm_logprob(tf.reshape(context, [-1]), tf.fill([batch * beam], self._eos))
         final = score + self.lm_weight * tf.reshape(ending, [batch, beam])
         final = tf.where(node == 0, final, never)
         best = tf.argmax(final, axis=1, output_type=tf.int32)
@@ -376,11 +378,40 @@ class LexiconSearch(tf.Module):
         return tf.where(found, tf.strings.strip(tf.gather(text, best, batch_dims=1)), "")
 
 
-def _key(ids, base) -> int:
-    key = 0
-    for i in ids:
-        key = key * base + i + 1
-    return key
+def _ngram_tables(grams, index, path) -> dict:
+    """The n-grams as the search's tables. Each n-gram has an id (its rank, shortest
+    first) and a key, (id of its context + 1) * (words + 1) + its last word's id + 1 (the
+    context of a 1-gram is -1): exact and far inside int64 whatever the order or vocabulary.
+    Returns the sorted keys with each key's log10 probability and id; per id its backoff
+    weight, its order and `suffix`, the id of its longest proper suffix the model has (-1:
+    none); and `start`, the id of the 1-gram `<s>`."""
+    base = len(index) + 1
+    ids = {gram: i for i, gram in enumerate(sorted(grams, key=len))}
+    keys = np.empty(len(ids), np.int64)
+    suffix = np.empty(len(ids), np.int32)
+    for gram, i in ids.items():
+        context = gram[:-1]
+        if context and context not in ids:
+            raise DataError(
+                f"{path}: the n-gram '{' '.join(gram)}' has no entry for its context "
+                f"'{' '.join(context)}' (not a backoff model)"
+            )
+        keys[i] = (ids.get(context, -1) + 1) * base + index[gram[-1]] + 1
+        shorter = gram[1:]
+        while shorter and shorter not in ids:
+            shorter = shorter[1:]
+        suffix[i] = ids[shorter] if shorter else -1
+    scores = np.array([grams[gram] for gram in ids], np.float32)
+    ranked = np.argsort(keys)
+    return {
+        "keys": keys[ranked],
+        "logprob": scores[ranked, 0],
+        "id": ranked.astype(np.int32),
+        "backoff": scores[:, 1],
+        "suffix": suffix,
+        "order": np.array([len(gram) for gram in ids], np.int32),
+        "start": ids.get((BOS,), -1),
+    }
 
 
 def _trie(words, tokens, index, grams, num_classes):

@@ -144,9 +144,11 @@ def test_the_graphs_lm_scores_follow_the_arpa_backoff_rule(order, tmp_path):
     cases += [(["a", "dog", "sat", "on"], "the")]  # only the last order - 1 words count
     cases += [(["the", w], "the") for w in words]
     ids = {w: i for i, w in enumerate(search._words.numpy().astype(str))}
-    contexts = tf.constant([search.context_key(h) for h, _ in cases], tf.int64)
-    got = search.lm_logprob(contexts, tf.constant([ids[w] for _, w in cases]))
-    expected = [reference_logprob(grams, h[len(h) - order + 1 :], word) for h, word in cases]
+    states = tf.constant([search.state_of(h) for h, _ in cases])
+    got, _ = search.lm_logprob(states, tf.constant([ids[w] for _, w in cases]))
+    expected = [
+        reference_logprob(grams, h[max(0, len(h) - order + 1) :], word) for h, word in cases
+    ]
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
     # The search runs with a model of any order.
     assert decode(search, emissions("the cat sat on the mat")) == ["the cat sat on the mat"]
@@ -188,6 +190,11 @@ def test_bad_models_and_missing_tools_are_named(tmp_path, monkeypatch):
         LexiconSearch(endless, TOKENS)
     with pytest.raises(ValueError, match="beam_width"):
         LexiconSearch(endless, TOKENS, beam_width=0)
+    orphan = tmp_path / "orphan.arpa"
+    grams = "\\1-grams:\n-1\t<s>\n-1\t</s>\n-1\tdog\n\n\\2-grams:\n-1\tcat dog\n\n\\end\\\n"
+    orphan.write_text("\\data\\\nngram 1=3\nngram 2=1\n\n" + grams)
+    with pytest.raises(DataError, match="orphan.arpa.*'cat dog' has no entry for its context"):
+        LexiconSearch(orphan, TOKENS)
     with pytest.raises(DataError, match="no transcripts"):
         build_language_model(["", "  "], tmp_path / "lm.arpa")
     monkeypatch.setattr(lm.shutil, "which", lambda *args, **kwargs: None)
