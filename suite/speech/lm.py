@@ -146,7 +146,6 @@ class LexiconSearch(tf.Module):
         self.order = max(len(gram) for gram in grams)
         vocabulary = sorted({word for gram in grams for word in gram} | {BOS, EOS})
         index = {word: i for i, word in enumerate(vocabulary)}
-        base = len(vocabulary) + 1
         ngrams = _ngram_tables(grams, index, lm_path)
 
         self.num_classes = len(tokens) + 1  # blank last
@@ -166,7 +165,7 @@ class LexiconSearch(tf.Module):
         def table(values, dtype):
             return tf.Variable(tf.constant(values, dtype), trainable=False)
 
-        self._base, self._eos = base, index[EOS]
+        self._base, self._eos = ngrams["base"], index[EOS]  # keys' base (`_ngram_tables`)
         self._start = ngrams["start"]  # the state a sentence starts in: after <s>
         self._gram_keys = table(ngrams["keys"], tf.int64)  # sorted
         self._gram_logprob = table(ngrams["logprob"], tf.float32)  # of each key
@@ -307,7 +306,7 @@ class LexiconSearch(tf.Module):
             next_node = tf.where(valid, next_node, 0)
 
             # Each utterance's candidates best first; of those in the same state (LM
-            # context, trie node, last token) only the best survives.
+            # state, trie node, last token) only the best survives.
             candidate = tf.reshape(candidate, [batch, width])
             ranked_score, ranked = tf.math.top_k(candidate, shortlist)
 
@@ -384,7 +383,7 @@ def _ngram_tables(grams, index, path) -> dict:
     context of a 1-gram is -1): exact and far inside int64 whatever the order or vocabulary.
     Returns the sorted keys with each key's log10 probability and id; per id its backoff
     weight, its order and `suffix`, the id of its longest proper suffix the model has (-1:
-    none); and `start`, the id of the 1-gram `<s>`."""
+    none); `start`, the id of the 1-gram `<s>`; and the keys' `base`."""
     base = len(index) + 1
     ids = {gram: i for i, gram in enumerate(sorted(grams, key=len))}
     keys = np.empty(len(ids), np.int64)
@@ -411,6 +410,7 @@ def _ngram_tables(grams, index, path) -> dict:
         "suffix": suffix,
         "order": np.array([len(gram) for gram in ids], np.int32),
         "start": ids.get((BOS,), -1),
+        "base": base,
     }
 
 

@@ -408,16 +408,14 @@ class SpeechTask(Task):
         lm_path = self._language_model(config, data, run_dir)
         search = self.language_model_search(config, lm_path) if lm_path else None
         test = self._splits(config, data, ("test",))["test"]
-        if search is None:
-            hypotheses, greedy = self.transcribe(model, config, test.waveforms), None
-        else:  # greedy transcripts of the same pass show what the LM adds
-            hypotheses, greedy = self.transcribe(model, config, test.waveforms, search, greedy=True)
+        # Greedy transcripts of the same pass show what the LM adds.
+        hypotheses, greedy = self.transcribe(model, config, test.waveforms, search, greedy=True)
         scores = {
             "utterances": len(test.transcripts),
             "wer": metrics.wer(test.transcripts, hypotheses),
             "cer": metrics.cer(test.transcripts, hypotheses),
         }
-        if greedy:
+        if search is not None:
             scores["wer_greedy"] = metrics.wer(test.transcripts, greedy)
             scores["cer_greedy"] = metrics.cer(test.transcripts, greedy)
         telephone_hypotheses = self.transcribe(model, config, test.waveforms, search, telephone)
