@@ -268,6 +268,14 @@ def restore_model(task, run_dir: Path, overrides=()):
     return config, model
 
 
+def mixed_policy() -> str:
+    """The mixed-precision policy for this machine: float16 on a GPU; bfloat16 elsewhere,
+    which TPUs and CPUs with AVX512_BF16 or AMX compute natively and which needs no loss
+    scaling. A CPU emulates float16: the speech small preset's training step took 172 ms
+    with it on a 2-core EPYC, 130 ms in float32 and 120-130 ms in bfloat16."""
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
 # -- the loop ---------------------------------------------------------------------------
 def train(task, config, run_dir, data: str | None = None) -> dict:
     """Trains `task` with `config` into `run_dir`, resuming from its last checkpoint.
@@ -280,7 +288,7 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
     train_cfg = config.train
     keras.utils.set_random_seed(train_cfg.seed)
     if train_cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_policy())
     strategy = make_strategy(train_cfg.strategy)
     chief = is_chief(strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
