@@ -409,9 +409,14 @@ class SpeechTask(Task):
         """The in-graph `LexiconSearch` of `lm_path` with the config's search settings."""
         return LexiconSearch(lm_path, speech_vocabulary().get_vocabulary(), **_lm_settings(config))
 
-    def evaluate(self, model, config, data, run_dir):
+    def _run_search(self, config, data, run_dir):
+        """The search of the run's LM (`_language_model`), or None when the config decodes
+        without one."""
         lm_path = self._language_model(config, data, run_dir)
-        search = self.language_model_search(config, lm_path) if lm_path else None
+        return self.language_model_search(config, lm_path) if lm_path else None
+
+    def evaluate(self, model, config, data, run_dir):
+        search = self._run_search(config, data, run_dir)
         test = self._splits(config, data, ("test",))["test"]
         # Greedy transcripts of the same pass show what the LM adds.
         hypotheses, greedy = self.transcribe(model, config, test.waveforms, search, greedy=True)
@@ -453,13 +458,12 @@ class SpeechTask(Task):
     # -- export and serving --------------------------------------------------------------
     def export(self, model, config, run_dir, out_dir):
         # A run made before its LM existed builds it now, from the data it was trained on.
-        lm_path = self._language_model(config, run_info(run_dir).get("data"), run_dir)
+        search = self._run_search(config, run_info(run_dir).get("data"), run_dir)
         spec = [
             tf.TensorSpec([None, None], tf.float32, name="waveform"),
             tf.TensorSpec([None], tf.int32, name="length"),
         ]
         vocab = speech_vocabulary()
-        search = self.language_model_search(config, lm_path) if lm_path else None
         track = [model, vocab] + ([search] if search is not None else [])
         path = export_endpoint(out_dir, _endpoint(model, config, vocab, search), spec, track=track)
         metadata = {
