@@ -119,6 +119,11 @@ ESPEAK_ACCENTS = (
     "en-029",
     "en-gb-x-gbcwmd",
 )
+# espeak-ng ships 101 variants. Training also on the 76 others that are not robotic or
+# whispered (Klatt synthesis, named voices such as Annie or grandma), with the training
+# accents only, so that valid and test stayed the same, gave test WER 44.8 % against 40.6 %
+# (small preset, 24 epochs, seed 1234): held-out espeak variants 33.9 % against 26.0 %,
+# slt 53.1 % against 50.6 %. The 12 standard variants stay.
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
 _SUBPROCESS_TIMEOUT = 120
 
