@@ -183,18 +183,19 @@ PRESETS = {
         "decode": {"lm_generated": 0},
         "train": {"epochs": 2, "batch_size": 8},
     },
-    # Sized for 2 CPU cores: time subsampled by 3 (33 steps/s: enough for CTC on the
-    # fastest speech, 26 characters/s, sped up by 1.2) and 2 BiGRU layers. Batches of 16
-    # learn more per second than 32 here (val loss 40.5 after 3 epochs against 41.8
-    # after 4). More epochs are planned than fit in 30 minutes: the time limit fits the
-    # cosine into those that do (23 at ~75 s an epoch; 34 at 35-80 s). On one machine, 34
-    # epochs gave test WER 44.9 %, CER 27.6 % against 46.5 %, 28.3 % for 24 (16 min).
-    # Speed perturbation up to ±20 % on 70 % of utterances also shifts formants about as
-    # far as a male voice is from a female one. Learning rate 3e-3 at 24 epochs: test WER
-    # 44.6 / 45.5 % against 46.5 / 45.6 % (seeds 1234 / 7) before the Pico voices, 41.9 %
-    # against 41.5 / 43.2 % with them; 4e-3 47.3 %: within a run's noise. 256 units took
-    # 50 s an epoch against 30 s, and after 100 s of training its validation loss was 50.5
-    # against 46.7-46.9 for 160: wider learns less per second here.
+    # Sized for 2 CPU cores: time subsampled by 3 (33 steps/s: enough for CTC on the fastest
+    # speech, 26 characters/s, sped up by 1.2) and 2 BiGRU layers. Batches of 16 learn more
+    # per second than 32 here (val loss 40.5 after 3 epochs against 41.8 after 4) and than 8
+    # (86 ms a step against ~125, but after 650 s of the 30-minute cosine, val loss 29.7 at
+    # epoch 14 against 26.4-26.7 at epoch 20). More epochs are planned than fit in 30
+    # minutes: the time limit fits the cosine into those that do (23 at ~75 s an epoch; 34
+    # at 35-80 s). On one machine, 34 epochs gave test WER 44.9 %, CER 27.6 % against
+    # 46.5 %, 28.3 % for 24 (16 min). Speed perturbation up to ±20 % on 70 % of utterances also
+    # shifts formants about as far as a male voice is from a female one. Learning rate 3e-3
+    # at 24 epochs: test WER 44.6 / 45.5 % against 46.5 / 45.6 % (seeds 1234 / 7) before the
+    # Pico voices, 41.9 % against 41.5 / 43.2 % with them; 4e-3 47.3 %: within a run's
+    # noise. 256 units took 50 s an epoch against 30 s, and after 100 s of training its
+    # validation loss was 50.5 against 46.7-46.9 for 160: wider learns less per second here.
     "small": {
         "augment": {"speed_probability": 0.7, "speed_range": 0.2},
         "model": {"time_stride": 3, "units": 160, "num_layers": 2},
