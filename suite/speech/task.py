@@ -74,7 +74,10 @@ class FeatureConfig:
     # epochs) 0.1 gave test WER 45.8 %, CER 28.1 % against 46.5 %, 28.3 % without, and 0.15
     # 45.9 %, 28.1 %; the unseen female voice slt about as bad (WER 62.4 % and 60.3 %, was
     # 63.2 %): within a run's noise, so it stays off; speed perturbation and the female-like
-    # twins already move formants.
+    # twins already move formants. Warping at test time instead (seed 7's full-budget
+    # model, 3 or 7 factors in 0.85-1.15, keeping the most confident warp or averaging the
+    # posteriors) gave validation / test WER 24.2-25.3 / 36.7-37.8 % against 26.2 / 37.6 %,
+    # for 3-7 times the acoustic model's cost: not worth it.
     vtlp: float = 0.0
 
 
