@@ -151,13 +151,21 @@ class SpeechRecognizer(keras.Model):
     def call(self, inputs, training=None):
         features, frames = self.featurizer(inputs["waveform"], inputs["length"], training=training)
         features = self.augment(features, frames, training=training)
+        # A recording's outputs must not depend on the batch's padding. So time is padded
+        # to a multiple of the stride (then "same" padding puts the same zeros before the
+        # first frame whatever the batch's length), and each convolution's outputs past
+        # the recording are zeroed, as "same" padding would see them alone.
+        stride = self.time_stride
+        steps = tf.shape(features)[1]
+        features = tf.pad(features, [[0, 0], [0, (stride - steps % stride) % stride], [0, 0]])
+        length = (frames + stride - 1) // stride
         x = features[..., None]
         for conv in self.convs:
             x = conv(x)
+            x *= tf.cast(tf.sequence_mask(length, tf.shape(x)[1]), x.dtype)[:, :, None, None]
         shape = tf.shape(x)
         x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * x.shape[3]])
         x = self.projection(x)
-        length = (frames + self.time_stride - 1) // self.time_stride
         mask = tf.sequence_mask(length, tf.shape(x)[1])
         x = self.backbone(x, mask=mask, training=training)
         return {"logits": self.head(x), "length": length}

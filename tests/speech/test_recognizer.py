@@ -110,6 +110,28 @@ def test_recognizer_overfits_a_handful_of_spoken_utterances(tmp_path):
     assert losses[-1] < 0.05 * losses[0]
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_padding_never_changes_a_recordings_outputs(stride):
+    # However many frames of padding a batch adds (here 1-100), the strided convolutions
+    # must see the recording's frames at the same offsets, or the (bidirectional) outputs
+    # and the transcript would depend on the other recordings of the batch.
+    keras.utils.set_random_seed(3)
+    vocab = speech_vocabulary()
+    model = SpeechRecognizer(
+        num_ctc_classes(vocab.size), conv_filters=4, units=8, num_layers=1, time_stride=stride
+    ).build_for()
+    waveform = np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32)
+    alone = model({"waveform": waveform[None], "length": tf.constant([8000])})
+    frames = int(alone["length"][0])
+    for extra in (160, 320, 480, 16000):
+        padded = np.concatenate([waveform, np.zeros(extra, np.float32)])[None]
+        outputs = model({"waveform": padded, "length": tf.constant([8000])})
+        assert int(outputs["length"][0]) == frames
+        np.testing.assert_allclose(
+            outputs["logits"][0, :frames], alone["logits"][0, :frames], atol=1e-5, err_msg=extra
+        )
+
+
 @pytest.mark.slow
 def test_padding_does_not_change_a_transcript(trained):
     model, vocab, _ = trained
