@@ -157,6 +157,7 @@ def _train(task, args) -> int:
         overrides.append(f"train.epochs={args.epochs}")
     if args.strategy is not None:
         overrides.append(f"train.strategy={args.strategy}")
+    data = _absolute(args.data)
     run = run_info(args.run_dir)
     if run:
         _check_run(task, args.run_dir, run)
@@ -165,18 +166,54 @@ def _train(task, args) -> int:
                 f"{args.run_dir} was trained with preset {run['preset']!r}, not {args.preset!r};"
                 " use a new --run-dir"
             )
-        config = config_lib.override(
-            config_lib.load(task.config_class, args.run_dir), args.config, overrides
-        )
+        if args.data and data != run.get("data"):
+            trained_on = run.get("data") or "the embedded corpus"
+            raise RnnsuiteError(
+                f"{args.run_dir} was trained on {trained_on}, not {data}; use a new --run-dir"
+            )
+        saved = config_lib.load(task.config_class, args.run_dir)
+        config = config_lib.override(saved, args.config, overrides)
+        _check_resumable(task, args.run_dir, saved, config)
     else:
         config = _resolve(task, args, overrides)
         args.run_dir.mkdir(parents=True, exist_ok=True)
-        run = {"task": task.name, "preset": args.preset or "small", "data": args.data}
+        run = {"task": task.name, "preset": args.preset or "small", "data": data}
         (args.run_dir / RUN_FILE).write_text(json.dumps(run, indent=2))
-    summary = train(task, config, args.run_dir, args.data if args.data else run.get("data"))
+    summary = train(task, config, args.run_dir, run.get("data"))
     logs = ", ".join(f"{k}={v:.4g}" for k, v in summary["logs"].items())
     print(f"trained {summary['epochs']} epochs into {args.run_dir}" + (f": {logs}" if logs else ""))
     return 0
+
+
+def _absolute(data: str | None) -> str | None:
+    """A local data path made absolute, so the run dir works from any directory."""
+    if not data or data.startswith("tfds:"):
+        return data
+    return str(Path(data).resolve())
+
+
+def _check_resumable(task, run_dir, saved, config) -> None:
+    """Refuses a resumed run whose changes reach beyond `task.resumable_sections`: its
+    checkpoint's weights, vocabularies and statistics were made for the saved config."""
+    from shared import config as config_lib
+
+    def flat(config):
+        return {
+            f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in config_lib.to_dict(config).items()
+            if section not in task.resumable_sections
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])
+        }
+
+    before, after = flat(saved), flat(config)
+    changed = [
+        f"{key}: {before[key]!r} -> {after[key]!r}" for key in before if before[key] != after[key]
+    ]
+    if changed:
+        raise RnnsuiteError(
+            f"{run_dir} was trained with other settings ({'; '.join(changed)}); a resumed run "
+            f"may change only {', '.join(task.resumable_sections)}: use a new --run-dir"
+        )
 
 
 def _check_run(task, run_dir, run) -> None:

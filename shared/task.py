@@ -40,6 +40,8 @@ class Task:
     presets: ClassVar[dict[str, dict]] = {}
     # What `predict` takes, for the CLI help ("wav files", "video files", "text lines").
     predict_inputs: ClassVar[str] = "inputs"
+    # Config sections a resumed run may change; the others shape its data or weights.
+    resumable_sections: ClassVar[tuple[str, ...]] = ("train", "decode")
 
     def prepare(self, config, data: str | None) -> str:
         """Builds or validates the data; returns a one-line summary."""

@@ -239,6 +239,7 @@ class SpeechTask(Task):
     config_class = SpeechConfig
     presets = PRESETS
     predict_inputs = "audio files"
+    resumable_sections = ("train", "decode", "augment", "spec_augment")
 
     # -- data ----------------------------------------------------------------------------
     def _manifests(self, config, data):

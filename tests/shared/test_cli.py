@@ -101,3 +101,36 @@ def test_a_run_dir_of_another_preset_is_refused(toy_cli, tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "tiny", "data": None}))
     assert toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--preset", "base"]) == 2
     assert "trained with preset 'tiny'" in capsys.readouterr().err
+
+
+def _made_run(tmp_path, data=None):
+    """A run dir as `train` leaves it before its first checkpoint: run.json, config.yaml."""
+    from shared import config as config_lib
+
+    config = config_lib.resolve(ToyTask.config_class, ToyTask.presets, "small")
+    config_lib.save(config, tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "small", "data": data}))
+    return (tmp_path / "config.yaml").read_text()
+
+
+def test_a_resumed_run_may_not_change_its_model(toy_cli, tmp_path, capsys):
+    saved = _made_run(tmp_path)
+    argv = ["toy", "train", "--run-dir", str(tmp_path), "--set", "model.units=8"]
+    assert toy_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.units: 24 -> 8" in err and "use a new --run-dir" in err
+    assert (tmp_path / "config.yaml").read_text() == saved  # the run dir still works
+
+
+def test_a_resumed_run_may_not_change_its_data(toy_cli, tmp_path, capsys):
+    _made_run(tmp_path)
+    other = tmp_path / "other.tsv"
+    assert toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--data", str(other)]) == 2
+    assert f"trained on the embedded corpus, not {other}" in capsys.readouterr().err
+
+
+def test_a_local_data_path_is_kept_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli._absolute("pairs.tsv") == str(tmp_path / "pairs.tsv")
+    assert cli._absolute("tfds:speech_commands") == "tfds:speech_commands"
+    assert cli._absolute(None) is None
