@@ -46,8 +46,12 @@ BIBLE_BOOKS = ("Gen", "Ps", "Prov", "Eccl", "Matt", "Luke", "John", "Acts")
 _ALLOWED = frozenset(ALPHABET)
 _SYMBOL_WORDS = {"&": " and ", "%": " percent ", "+": " plus ", "@": " at ", "=": " equals "}
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
-_MONEY = re.compile(r"\$(\d+)")
-_NUMBER = re.compile(r"\d+")
+_GROUPED = r"\d{1,3}(?:,\d{3})+(?!\d)"  # 1,000,000
+_MONEY = re.compile(rf"\$({_GROUPED}|\d+)(?:\.(\d\d))?(?!\d)")
+_DECIMAL = re.compile(r"(\d+)\.(\d+)")
+_DECADE = re.compile(r"\b(1[1-9]\d0|20\d0)s\b")  # the 1990s
+_YEAR = re.compile(r"\b(1[1-9]\d\d|20\d\d)\b")  # as people say 1990: nineteen ninety
+_NUMBER = re.compile(rf"{_GROUPED}|\d+")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
 _CONTROL = re.compile(r".\x08|[\x00-\x1f]")
 
@@ -65,27 +69,53 @@ def normalize(text: str) -> str:
     """Maps free text towards `ALPHABET`.
 
     Lowercases, strips accents, spells digits out ("3rd" -> "third", "$5" -> "five
-    dollars"), reads `& % + @ =` as words, turns other punctuation and hyphens into spaces
+    dollars", "1,000" -> "one thousand", "3.5" -> "three point five", "1990" and four-digit
+    numbers from 1100 to 2099 as years, "nineteen ninety"; "1990s" -> "nineteen
+    nineties"), reads `& % + @ =` as words, turns other punctuation and hyphens into spaces
     and keeps apostrophes only inside words. Characters it cannot map (other scripts,
     symbols such as `#` or emoji) are left in place for `check_transcript` to report.
     """
     text = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
     text = "".join(char for char in text if not unicodedata.combining(char))
-    text = _MONEY.sub(lambda m: f"{m.group(1)} dollars", text)
+    text = _MONEY.sub(_dollars, text)
     text = _ORDINAL.sub(lambda m: " " + num2words(int(m.group(1)), to="ordinal") + " ", text)
-    text = _NUMBER.sub(lambda m: " " + num2words(int(m.group(0))) + " ", text)
+    text = _DECIMAL.sub(lambda m: f" {_cardinal(m.group(1))} point {_digits(m.group(2))} ", text)
+    text = _DECADE.sub(lambda m: " " + _plural(num2words(int(m.group(1)), to="year")) + " ", text)
+    text = _YEAR.sub(lambda m: " " + num2words(int(m.group(0)), to="year") + " ", text)
+    text = _NUMBER.sub(lambda m: " " + _cardinal(m.group(0)) + " ", text)
     for symbol, word in _SYMBOL_WORDS.items():
         text = text.replace(symbol, word)
     chars = []
     for char in text.lower():
         if char == "'" or char in _ALLOWED:
             chars.append(char)
-        elif unicodedata.category(char)[0] in "PZ" or char.isspace():
+        elif char != "#" and (unicodedata.category(char)[0] in "PZ" or char.isspace()):
             chars.append(" ")  # punctuation, hyphens, exotic spaces: word breaks
         else:
             chars.append(char)
     words = (word.strip("'") for word in "".join(chars).split())
     return " ".join(word for word in words if word)
+
+
+def _cardinal(digits: str) -> str:
+    return num2words(int(digits.replace(",", "")))
+
+
+def _digits(digits: str) -> str:
+    """Digits after a decimal point, read one by one: "05" -> "zero five"."""
+    return " ".join(num2words(int(digit)) for digit in digits)
+
+
+def _dollars(match: re.Match) -> str:
+    cents = f" {_cardinal(match.group(2))} cents" if match.group(2) else ""
+    return f" {_cardinal(match.group(1))} dollars{cents} "
+
+
+def _plural(words: str) -> str:
+    """A year read as a decade: "nineteen ninety" -> "nineteen nineties"."""
+    head, _, last = words.rpartition(" ")
+    last = last[:-1] + "ies" if last.endswith("y") else last + "s"
+    return f"{head} {last}".strip()
 
 
 def invalid_characters(text: str) -> list[str]:

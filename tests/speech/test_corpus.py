@@ -63,8 +63,10 @@ def fortunes():
 
 def test_normalize_spells_numbers_and_symbols():
     assert number_words(312) == "three hundred and twelve"
-    assert normalize("It’s the 3rd of May, 1999!") == (
-        "it's the third of may one thousand nine hundred and ninety nine"
+    assert normalize("It’s the 3rd of May, 1999!") == "it's the third of may nineteen ninety nine"
+    assert normalize("In the 1990s, 1,500 men paid $1,000.25 for 3.05 kg") == (
+        "in the nineteen nineties one thousand five hundred men paid one thousand dollars "
+        "twenty five cents for three point zero five kg"
     )
     assert normalize("Café & co: $5, 50% 'quoted' rock-n-roll") == (
         "cafe and co five dollars fifty percent quoted rock n roll"
@@ -77,6 +79,8 @@ def test_check_transcript_names_place_and_characters():
         DataError, match=r"x\.csv:3: transcript .* alphabet .*: 'ж', 'у', 'к', '😀'$"
     ):
         check_transcript("hello жук 😀", "x.csv:3")
+    with pytest.raises(DataError, match=r"x\.csv:5: .*: '#'$"):
+        check_transcript("the #1 fan", "x.csv:5")
     with pytest.raises(DataError, match=r"x\.csv:4: empty transcript"):
         check_transcript(" ?! ", "x.csv:4")
 
