@@ -158,9 +158,8 @@ def _train(task, args) -> int:
     if args.strategy is not None:
         overrides.append(f"train.strategy={args.strategy}")
     data = _absolute(args.data)
-    run = run_info(args.run_dir)
+    run = _run_of(task, args.run_dir)
     if run:
-        _check_run(task, args.run_dir, run)
         if args.preset and args.preset != run["preset"]:
             raise RnnsuiteError(
                 f"{args.run_dir} was trained with preset {run['preset']!r}, not {args.preset!r};"
@@ -216,18 +215,19 @@ def _check_resumable(task, run_dir, saved, config) -> None:
         )
 
 
-def _check_run(task, run_dir, run) -> None:
-    if run.get("task") != task.name:
+def _run_of(task, run_dir) -> dict:
+    """The run dir's `RUN_FILE` ({} if none), refused if another task made the run."""
+    run = run_info(run_dir)
+    if run and run.get("task") != task.name:
         raise RnnsuiteError(f"{run_dir} is a {run.get('task')!r} run, not {task.name!r}")
+    return run
 
 
 def _evaluate(task, args) -> int:
     from shared.training import restore_model
 
     run_dir = args.run_dir
-    run = run_info(run_dir)
-    if run:
-        _check_run(task, run_dir, run)
+    run = _run_of(task, run_dir)
     config, model = restore_model(task, run_dir, args.set)
     metrics = task.evaluate(model, config, args.data or run.get("data"), run_dir)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -242,6 +242,7 @@ def _evaluate(task, args) -> int:
 def _export(task, args) -> int:
     from shared.training import restore_model
 
+    _run_of(task, args.run_dir)
     config, model = restore_model(task, args.run_dir, args.set)
     out_dir = args.out if args.version is None else args.out / str(args.version)
     path = task.export(model, config, args.run_dir, out_dir)
@@ -250,9 +251,18 @@ def _export(task, args) -> int:
 
 
 def _predict(task, args) -> int:
+    from shared.export import read_metadata
+
+    exported_by = read_metadata(args.model).get("task", task.name)
+    if exported_by != task.name:
+        raise RnnsuiteError(
+            f"{args.model}: exported by the {exported_by!r} task, not {task.name!r}"
+        )
     inputs = list(args.inputs)
     if not inputs or inputs == ["-"]:
         inputs = [line.rstrip("\n") for line in sys.stdin]
+        if task.predict_inputs.endswith("files"):  # a blank line names no file
+            inputs = [line for line in inputs if line.strip()]
     for line in task.predict(args.model, inputs):
         print(line)
     return 0

@@ -134,3 +134,20 @@ def test_a_local_data_path_is_kept_absolute(tmp_path, monkeypatch):
     assert cli._absolute("pairs.tsv") == str(tmp_path / "pairs.tsv")
     assert cli._absolute("tfds:speech_commands") == "tfds:speech_commands"
     assert cli._absolute(None) is None
+
+
+def test_predict_refuses_an_export_of_another_task(toy_cli, tmp_path, capsys):
+    from shared.export import METADATA
+
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    (tmp_path / METADATA).parent.mkdir()
+    (tmp_path / METADATA).write_text(json.dumps({"task": "action"}))
+    assert toy_cli(["toy", "predict", "--model", str(tmp_path), "12"]) == 2
+    assert "exported by the 'action' task, not 'toy'" in capsys.readouterr().err
+
+
+def test_export_refuses_a_run_of_another_task(toy_cli, tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"task": "speech", "preset": "tiny"}))
+    argv = ["toy", "export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x")]
+    assert toy_cli(argv) == 2
+    assert "is a 'speech' run, not 'toy'" in capsys.readouterr().err
