@@ -175,6 +175,7 @@ def _train(task, args) -> int:
         _check_resumable(task, args.run_dir, saved, config)
     else:
         config = _resolve(task, args, overrides)
+        task.check_config(config)
         args.run_dir.mkdir(parents=True, exist_ok=True)
         run = {"task": task.name, "preset": args.preset or "small", "data": data}
         (args.run_dir / RUN_FILE).write_text(json.dumps(run, indent=2))

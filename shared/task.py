@@ -43,6 +43,9 @@ class Task:
     # Config sections a resumed run may change; the others shape its data or weights.
     resumable_sections: ClassVar[tuple[str, ...]] = ("train", "decode")
 
+    def check_config(self, config) -> None:
+        """Raises `ConfigError` for settings the task cannot use (before a run dir is made)."""
+
     def prepare(self, config, data: str | None) -> str:
         """Builds or validates the data; returns a one-line summary."""
         raise NotImplementedError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared import metrics
+from shared.backbones import CELLS
 from shared.config import ConfigError, TrainConfig, data_dir
 from shared.ctc import ctc_decode, num_ctc_classes
 from shared.errors import DataError
@@ -289,7 +291,24 @@ class SpeechTask(Task):
             )
         return splits
 
+    def check_config(self, config):
+        """Refuses, in one line, settings that the layers would reject with a traceback."""
+        f, m = config.features, config.model
+        if f.kind not in ("mfcc", "logmel"):
+            raise ConfigError(f"features.kind={f.kind!r}: choose mfcc or logmel")
+        if f.kind == "mfcc" and not 1 <= f.num_mfcc <= f.num_mel_bins:
+            raise ConfigError(
+                f"features.num_mfcc={f.num_mfcc}: choose 1 to features.num_mel_bins "
+                f"({f.num_mel_bins})"
+            )
+        if m.cell not in CELLS:
+            raise ConfigError(f"model.cell={m.cell!r}: choose one of {', '.join(CELLS)}")
+        for name in ("conv_filters", "time_stride", "units", "num_layers"):
+            if getattr(m, name) < 1:
+                raise ConfigError(f"model.{name}={getattr(m, name)}: must be at least 1")
+
     def prepare(self, config, data):
+        self.check_config(config)
         splits = self._splits(config, data, corpus.SPLITS)
         counts = {name: len(split.waveforms) for name, split in splits.items()}
         return "speech data ready: " + ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -299,6 +318,7 @@ class SpeechTask(Task):
         return [np.asarray(row, np.int32) for row in ids]
 
     def datasets(self, config, data, run_dir):
+        self.check_config(config)
         run_dir = Path(run_dir)
         vocab = speech_vocabulary()
         vocab.save(run_dir / VOCAB_FILE)
@@ -337,9 +357,14 @@ class SpeechTask(Task):
         if decode.method != "lm":
             return None
         if decode.lm_path:
-            if not Path(decode.lm_path).is_file():
-                raise DataError(f"{decode.lm_path}: no such language model (decode.lm_path)")
-            return Path(decode.lm_path)
+            path = Path(decode.lm_path)
+            if not path.is_file():
+                raise DataError(f"{path}: no such language model (decode.lm_path)")
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                head = [line.strip() for line in itertools.islice(handle, 20)]
+            if "\\data\\" not in head:
+                raise DataError(f"{path}: not an ARPA language model (no \\data\\ section)")
+            return path
         path = Path(run_dir) / LM_FILE
         if not path.is_file():
             if transcripts is None:
@@ -362,6 +387,7 @@ class SpeechTask(Task):
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self, config, run_dir):
+        self.check_config(config)
         vocab = speech_vocabulary()
         m = config.model
         model = SpeechRecognizer(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from shared import cli
+from shared.errors import DataError
 from shared.export import read_metadata, serve_in_fresh_process
 from shared.task import get_task
 from shared.training import restore_model
@@ -81,3 +82,31 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"rnnsuite: ClippingWarning: {clipped}: clipped audio" in err
     assert "load_audio(" not in err
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("features.kind=foo", "features.kind='foo': choose mfcc or logmel"),
+        ("features.num_mfcc=100", "features.num_mfcc=100: choose 1 to features.num_mel_bins"),
+        ("model.cell=foo", "model.cell='foo': choose one of"),
+        ("model.time_stride=0", "model.time_stride=0: must be at least 1"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(tmp_path, capsys, setting, message):
+    argv = ["speech", "train", "--run-dir", str(tmp_path), "--preset", "tiny", "--set", setting]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "run.json").exists()  # nothing trained: the run dir stays free
+
+
+def test_a_language_model_that_is_not_arpa_is_refused(tmp_path):
+    from shared.config import resolve
+    from suite.speech.task import SpeechConfig
+
+    table = tmp_path / "table.csv"
+    table.write_text("path,transcript\na.wav,hello\n")
+    config = resolve(SpeechConfig, overrides=[f"decode.lm_path={table}"])
+    with pytest.raises(DataError, match=r"table\.csv: not an ARPA language model"):
+        get_task("speech")._language_model(config, None, tmp_path)
