@@ -155,7 +155,32 @@ def _decode(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=False)
     except (soundfile.LibsndfileError, RuntimeError) as error:
         raise DataError(f"{path}: corrupt audio file ({error})") from None
+    missing = _missing_wav_bytes(path)
+    if missing:
+        raise DataError(
+            f"{path}: truncated WAV file (its header promises {missing} more bytes of audio "
+            "than the file holds)"
+        )
     return samples, rate
+
+
+def _missing_wav_bytes(path: Path) -> int:
+    """How many bytes of a RIFF WAV's data chunk its header promises but the file lacks
+    (0 when complete or not a WAV). libsndfile reads a cut-off WAV without complaint."""
+    with open(path, "rb") as handle:
+        if handle.read(12)[8:] != b"WAVE":
+            return 0
+        while chunk := handle.read(8):
+            if len(chunk) < 8:
+                return 0
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                # 0 and 0xFFFFFFFF mark a stream written before its length was known.
+                if size in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, handle.tell() + size - path.stat().st_size)
+            handle.seek(size + size % 2, 1)
+    return 0
 
 
 def _decode_with_librosa(path: Path) -> tuple[np.ndarray, int]:

@@ -742,7 +742,13 @@ def read_manifest(path) -> list[Utterance]:
 def _header(row: list[str], manifest: Path) -> dict[str, int] | None:
     names = [cell.strip().lower() for cell in row]
     if "path" not in names and "transcript" not in names:
-        return None
+        first = Path(row[0].strip())
+        if first.suffix or (manifest.parent / first).exists():
+            return None  # a first row of data
+        raise DataError(
+            f"{manifest}:1: {', '.join(names)} looks like a header, but a header must name "
+            "the columns path and transcript"
+        )
     for needed in ("path", "transcript"):
         if needed not in names:
             raise DataError(f"{manifest}:1: header has no {needed!r} column (has {names})")

@@ -569,6 +569,8 @@ def _endpoint(model, config, vocab, search=None):
         )
 
     def transcribe(waveform, length):
+        # A length past the samples would read padding as speech: a row holds no more.
+        length = tf.clip_by_value(tf.cast(length, tf.int32), 0, tf.shape(waveform)[1])
         outputs = model({"waveform": waveform, "length": length}, training=False)
         log_probs = tf.nn.log_softmax(outputs["logits"])
         if search is not None:

@@ -79,6 +79,15 @@ def test_refuses_corrupt_file(tmp_path):
         load_audio(path)
 
 
+def test_refuses_truncated_wav(tmp_path):
+    whole, cut = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    soundfile.write(whole, _tone(2.0), 16000, subtype="PCM_16")
+    cut.write_bytes(whole.read_bytes()[:32044])  # the header and half the samples
+    assert len(load_audio(whole)) == 32000
+    with pytest.raises(DataError, match=r"cut\.wav: truncated WAV file .* 32000 more bytes"):
+        load_audio(cut)
+
+
 def test_refuses_empty_file(tmp_path):
     path = tmp_path / "empty.wav"
     soundfile.write(path, np.zeros(0, np.float32), 16000)

@@ -411,6 +411,7 @@ def test_reads_tsv_without_header(recordings):
         ),
         ("path,,transcript\naudio/a.wav,ok\n", r"m\.csv:2: expected 3 fields \(path, unnamed"),
         ("path,text\na.wav,x\n", r"m\.csv:1: header has no 'transcript' column"),
+        ("file,text\naudio/a.wav,ok\n", r"m\.csv:1: file, text looks like a header, but"),
         ("path,transcript\n,hello\n", r"m\.csv:2: empty audio path"),
         ("path,transcript,duration\naudio/a.wav,ok,long\n", r"m\.csv:2: duration 'long'"),
         ("path,transcript\n", r"m\.csv: no utterances"),

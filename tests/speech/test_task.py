@@ -59,10 +59,12 @@ def test_speech_end_to_end_on_the_embedded_corpus(data_dir, tmp_path, capsys):
     search = task.language_model_search(config, run_dir / "lm.arpa")
     expected = task.transcribe(model, config, [load_audio(wav)], search)[0]
     assert out == f"{wav}\t{expected}\n"
-    # The SavedModel alone, in a fresh CPU-only process, gives the same transcript.
-    batch, lengths = pad([load_audio(wav)])
+    # The SavedModel alone, in a fresh CPU-only process, gives the same transcript, also
+    # for a length past the row's samples (read as the whole row).
+    batch, lengths = pad([load_audio(wav)] * 2)
+    lengths[1] += 5000
     served = serve_in_fresh_process(export_dir, {"waveform": batch, "length": lengths})
-    assert [text.decode() for text in served["text"]] == [expected]
+    assert [text.decode() for text in served["text"]] == [expected, expected]
 
     # Every bad file is named at once, before any transcription.
     corrupt = tmp_path / "corrupt.wav"
