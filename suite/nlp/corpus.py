@@ -168,12 +168,13 @@ def _ref_order(verses):
 
 
 def read_tsv(path: Path) -> list[Pair]:
-    """Reads `source<TAB>target` rows; refuses malformed rows by file and line number."""
+    """Reads `source<TAB>target` rows (a `source<TAB>target` header may come first);
+    refuses malformed rows by file and line number."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     pairs = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         try:
             rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
         except UnicodeDecodeError as error:
@@ -181,6 +182,10 @@ def read_tsv(path: Path) -> list[Pair]:
     for line, row in enumerate(rows, start=1):
         if not row or all(not cell.strip() for cell in row):
             continue  # blank lines separate nothing; skip them
+        if line == 1 and [cell.strip().lower() for cell in row] == ["source", "target"]:
+            continue  # a header
+        if any("\x00" in cell for cell in row):
+            raise DataError(f"{path}:{line}: a NUL byte; is this a text file?")
         if len(row) != 2:
             raise DataError(
                 f"{path}:{line}: expected 2 tab-separated fields (source, target), got {len(row)}"

@@ -187,12 +187,13 @@ class TranslationTask(Task):
         return outputs
 
     def evaluate(self, model, config, data, run_dir):
+        run_dir = Path(run_dir)
         source_vocab, target_vocab = load_tokenizers(run_dir)
         test = self._pairs(config, data)["test"]
         sources = [p.source for p in test]
         references = [p.target for p in test]
         hypotheses = self.translate(model, config, source_vocab, target_vocab, sources)
-        with open(Path(run_dir) / "predictions.tsv", "w", encoding="utf-8") as handle:
+        with open(run_dir / "predictions.tsv", "w", encoding="utf-8") as handle:
             handle.write("origin\tsource\treference\ttranslation\n")
             for pair, hypothesis in zip(test, hypotheses, strict=True):
                 handle.write(f"{pair.origin}\t{pair.source}\t{pair.target}\t{hypothesis}\n")

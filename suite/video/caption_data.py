@@ -124,7 +124,8 @@ def read_caption_table(
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             fields = list(reader.fieldnames or [])
-            rows = list(enumerate(reader, start=2))
+            # A row's last physical line: a quoted caption may span lines.
+            rows = [(reader.line_num, row) for row in reader]
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text table") from None
     msvd = all(name in fields for name in MSVD_COLUMNS)

@@ -48,8 +48,12 @@ def read_video(
     import cv2
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a video file")
     if not path.is_file():
         raise DataError(f"{path}: no such video file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     capture = cv2.VideoCapture(str(path))
     frames = []
     try:

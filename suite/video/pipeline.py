@@ -87,7 +87,8 @@ class ClipSource:
 
     def summary(self) -> str:
         counts = ", ".join(f"{split} {len(self.clips(split))}" for split in SPLITS)
-        return f"{self.description}: {len(self.labels)} classes; {counts} clips"
+        classes = f"{len(self.labels)} class" + ("" if len(self.labels) == 1 else "es")
+        return f"{self.description}: {classes}; {counts} clips"
 
 
 class FileSource(ClipSource):

@@ -84,6 +84,12 @@ def test_tsv_rows_are_read_and_bad_rows_named(tmp_path):
     bad.write_text("a\tb\nc\t \n")
     with pytest.raises(DataError, match=r"bad.tsv:2: empty target text"):
         corpus.read_tsv(bad)
+    bad.write_text("a\tb\nc\0\td\n")
+    with pytest.raises(DataError, match=r"bad.tsv:2: a NUL byte"):
+        corpus.read_tsv(bad)
+    headed = tmp_path / "headed.tsv"
+    headed.write_text("\ufeffsource\ttarget\nsmall\tpequeño\n", encoding="utf-8")
+    assert [(p.source, p.target) for p in corpus.read_tsv(headed)] == [("small", "pequeño")]
     bad.write_bytes(b"caf\xe9\tcafe\n")
     with pytest.raises(DataError, match="not UTF-8"):
         corpus.read_tsv(bad)

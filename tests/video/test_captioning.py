@@ -331,6 +331,9 @@ def test_msvd_table_is_read_as_published(tmp_path):
             r"captions\.csv:2: video .*missing\.avi not found",
         ),
         ("video,caption\nclip.avi,a man walks\nclip.avi,   \n", r"captions\.csv:3: empty caption"),
+        # Rows are named by their lines, past blank lines and captions spanning lines.
+        ("video,caption\n\nclip.avi,a man walks\nclip.avi,\n", r"captions\.csv:4: empty caption"),
+        ('video,caption\nclip.avi,"a man\nwalks"\ngone.avi,hi\n', r"captions\.csv:4: video"),
         ("video,words\nclip.avi,a man walks\n", r"captions\.csv: no caption column"),
         ("clip,caption\nclip.avi,a man walks\n", r"captions\.csv: no video column"),
         ("video,caption,split\nclip.avi,a man walks,dev\n", r"captions\.csv:2: split 'dev'"),

@@ -58,8 +58,10 @@ def test_refuses_a_corrupt_file(tmp_path):
 def test_refuses_an_empty_file(tmp_path):
     path = tmp_path / "empty.avi"
     path.write_bytes(b"")
-    with pytest.raises(DataError, match=r"empty\.avi: (not a video|no frames)"):
+    with pytest.raises(DataError, match=r"empty\.avi: empty file \(0 bytes\)"):
         read_video(path)
+    with pytest.raises(DataError, match=r": a folder, not a video file"):
+        read_video(tmp_path)
 
 
 def test_refuses_a_too_short_video_and_states_the_minimum(tmp_path):
