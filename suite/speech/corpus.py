@@ -700,8 +700,8 @@ def read_manifest(path) -> list[Utterance]:
     are normalised (`suite.speech.text.normalize`: lowercase, digits spelled out).
 
     Raises:
-        DataError: naming the manifest and row for a bad row, a missing audio file, an
-            empty transcript or characters outside the alphabet.
+        DataError: naming the manifest and row of every bad row (at most 20 listed): a
+            missing audio file, an empty transcript or characters outside the alphabet.
     """
     path = Path(path)
     if not path.is_file():
@@ -714,7 +714,7 @@ def read_manifest(path) -> list[Utterance]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in first_line else ","
     reader = csv.reader(text.splitlines(keepends=True), delimiter=delimiter)
     separator = "a tab" if delimiter == "\t" else "a comma"
-    columns, fields, utterances = None, [], []
+    columns, fields, utterances, errors = None, [], [], []
     try:
         for row in reader:
             line = reader.line_num
@@ -727,13 +727,23 @@ def read_manifest(path) -> list[Utterance]:
                     continue
                 columns, fields = {"path": 0, "transcript": 1}, ["path", "transcript"]
             if len(row) != len(fields):
-                raise DataError(
+                errors.append(
                     f"{path}:{line}: expected {len(fields)} fields ({', '.join(fields)}), got "
                     f"{len(row)}; a transcript that holds {separator} must be quoted"
                 )
-            utterances.append(_utterance(row, columns, path, line))
+                continue
+            try:
+                utterances.append(_utterance(row, columns, path, line))
+            except DataError as error:  # every bad row is named at once
+                errors.append(str(error))
     except csv.Error as error:
-        raise DataError(f"{path}:{reader.line_num}: malformed row ({error})") from None
+        errors.append(f"{path}:{reader.line_num}: malformed row ({error})")
+    if len(errors) == 1:
+        raise DataError(errors[0])
+    if errors:
+        listed = "\n  ".join(errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise DataError(f"{path}: {len(errors)} bad rows:\n  {listed}{more}")
     if not utterances:
         raise DataError(f"{path}: no utterances")
     return utterances

@@ -280,15 +280,22 @@ class SpeechTask(Task):
             return {split: load_tfds_split(name, split, config.data.max_seconds) for split in names}
         manifests = self._manifests(config, data)
         cache = data_dir() / "speech" / "cache"
-        splits = {}
+        splits, errors = {}, []
         for split in names:
             utterances = manifests[split]
+            try:
+                waveforms = load_waveforms(utterances, cache, config.data.max_seconds)
+            except DataError as error:  # named for every split at once
+                errors.append(f"{split} split: {error}")
+                continue
             splits[split] = Split(
-                load_waveforms(utterances, cache, config.data.max_seconds),
+                waveforms,
                 [u.transcript for u in utterances],
                 [u.voice or "unknown" for u in utterances],
                 [u.origin or str(u.path) for u in utterances],
             )
+        if errors:
+            raise DataError("\n".join(errors))
         return splits
 
     def check_config(self, config):
@@ -322,7 +329,10 @@ class SpeechTask(Task):
         run_dir = Path(run_dir)
         vocab = speech_vocabulary()
         vocab.save(run_dir / VOCAB_FILE)
-        splits = self._splits(config, data, ("train", "valid"))
+        # The test split's files too, so that a bad one is reported now, not after training
+        # (a TFDS set is decoded by TFDS, and its test split may be large).
+        tfds = data is not None and data.startswith("tfds:")
+        splits = self._splits(config, data, ("train", "valid") if tfds else corpus.SPLITS)
         train, valid = splits["train"], splits["valid"]
         if not (run_dir / STATS_FILE).is_file():
             self._write_stats(config, train.waveforms, run_dir / STATS_FILE)

@@ -424,6 +424,15 @@ def test_manifest_errors_name_the_row(recordings, rows, message):
         read_manifest(manifest)
 
 
+def test_every_bad_row_is_named_at_once(recordings):
+    manifest = recordings / "m.csv"
+    manifest.write_text("audio/a.wav,ok\naudio/gone.wav,hi\naudio/b.flac,\naudio/lost.wav,x\n")
+    with pytest.raises(DataError, match=r"m\.csv: 3 bad rows") as caught:
+        read_manifest(manifest)
+    for row in (r"m\.csv:2: .*gone\.wav not found", r"m\.csv:3: empty", r"m\.csv:4: .*lost"):
+        assert re.search(row, str(caught.value)), row
+
+
 def test_missing_manifest(tmp_path):
     with pytest.raises(DataError, match=r"nope\.csv: no such manifest"):
         read_manifest(tmp_path / "nope.csv")
