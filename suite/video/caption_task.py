@@ -227,7 +227,9 @@ class CaptionTask(Task):
         return load_captioned_source(data, config.data, progress=config.train.verbose != 0)
 
     def prepare(self, config, data):
-        return self._source(config, data).summary()
+        captioned = self._source(config, data)
+        captioned.source.check(config.data.workers)
+        return captioned.summary()
 
     def _features(self, config, captioned, split, labels, streams) -> ClipArrays:
         """The streams' inputs of a split (from cached CNN features), side by side

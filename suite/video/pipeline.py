@@ -41,7 +41,7 @@ from suite.video.features import (
     modality_channels,
     prepare_frames,
 )
-from suite.video.frames import read_class_folders, read_video
+from suite.video.frames import MIN_FRAMES, read_class_folders, read_video
 
 SPLITS = ("train", "valid", "test")
 # Clips whose prepared frames would take more memory than this are kept in a file instead.
@@ -85,6 +85,10 @@ class ClipSource:
         """`(clip, uint8 frames [time, height, width, 3])` for `clips`, in their order."""
         raise NotImplementedError
 
+    def check(self, workers: int = 2) -> None:
+        """Raises `DataError` naming every clip that cannot be read (a no-op where the
+        source decodes its own clips)."""
+
     def summary(self) -> str:
         counts = ", ".join(f"{split} {len(self.clips(split))}" for split in SPLITS)
         classes = f"{len(self.labels)} class" + ("" if len(self.labels) == 1 else "es")
@@ -106,6 +110,22 @@ class FileSource(ClipSource):
 
     def clips(self, split):
         return list(self._splits[split])
+
+    def check(self, workers=2):
+        def problem(clip):
+            try:
+                read_video(clip.path, max_frames=MIN_FRAMES)  # opens, and has frames
+            except DataError as error:
+                return str(error)
+            return None
+
+        clips = [clip for split in SPLITS for clip in self._splits[split]]
+        with ThreadPoolExecutor(workers) as pool:
+            errors = [error for error in pool.map(problem, clips) if error]
+        if errors:
+            listed = "\n  ".join(errors[:20])
+            more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+            raise DataError(f"{len(errors)} unreadable video file(s):\n  {listed}{more}")
 
     def raw_frames(self, clips, workers=2):
         # OpenCV decodes without the GIL: threads overlap the decoding of several files.

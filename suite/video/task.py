@@ -399,7 +399,9 @@ class ActionTask(Task):
 
     # -- data ----------------------------------------------------------------------------
     def prepare(self, config, data):
-        return self._source(config, data).summary()
+        source = self._source(config, data)
+        source.check(config.data.workers)
+        return source.summary()
 
     def _source(self, config, data):
         return load_source(data, config.data, progress=config.train.verbose != 0)

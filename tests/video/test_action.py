@@ -231,6 +231,16 @@ def test_difference_frames_look_back_one_sampled_frame_and_never_at_padding():
         prepare_frames(frames, [12, 5], 4, 32, modality="flow")
 
 
+def test_prepare_names_every_unreadable_video(tmp_path):
+    root = toy_folder(tmp_path / "videos", per_class=4)
+    (root / CLASSES[0] / "noise.avi").write_bytes(bytes(range(256)) * 40)
+    (root / CLASSES[1] / "empty.avi").write_bytes(b"")
+    config = config_lib.resolve(ActionConfig, ActionTask.presets, "tiny")
+    with pytest.raises(DataError, match=r"2 unreadable video file\(s\)") as caught:
+        ActionTask().prepare(config, str(root))
+    assert "noise.avi: " in str(caught.value) and "empty.avi: empty file" in str(caught.value)
+
+
 def test_class_folders_split_deterministically_and_by_ucf_group(tmp_path):
     videos = [
         (tmp_path / c / f"v_{c}_g{g:02d}_c{k}.avi", c)
