@@ -150,7 +150,7 @@ def _prepare(task, args) -> int:
 
 def _train(task, args) -> int:
     from shared import config as config_lib
-    from shared.training import train
+    from shared.training import latest_checkpoint, train
 
     overrides = list(args.set)
     if args.epochs is not None:
@@ -179,7 +179,14 @@ def _train(task, args) -> int:
         args.run_dir.mkdir(parents=True, exist_ok=True)
         run = {"task": task.name, "preset": args.preset or "small", "data": data}
         (args.run_dir / RUN_FILE).write_text(json.dumps(run, indent=2))
-    summary = train(task, config, args.run_dir, run.get("data"))
+    fresh = latest_checkpoint(args.run_dir) is None
+    try:
+        summary = train(task, config, args.run_dir, run.get("data"))
+    except BaseException:
+        if fresh and latest_checkpoint(args.run_dir) is None:
+            # Nothing was trained: a retry may choose another preset or data.
+            (args.run_dir / RUN_FILE).unlink(missing_ok=True)
+        raise
     logs = ", ".join(f"{k}={v:.4g}" for k, v in summary["logs"].items())
     print(f"trained {summary['epochs']} epochs into {args.run_dir}" + (f": {logs}" if logs else ""))
     return 0

@@ -151,3 +151,10 @@ def test_export_refuses_a_run_of_another_task(toy_cli, tmp_path, capsys):
     argv = ["toy", "export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x")]
     assert toy_cli(argv) == 2
     assert "is a 'speech' run, not 'toy'" in capsys.readouterr().err
+
+
+def test_a_first_train_that_fails_leaves_the_run_dir_free(toy_cli, tmp_path, capsys):
+    argv = ["toy", "train", "--run-dir", str(tmp_path), "--preset", "tiny"]
+    assert toy_cli([*argv, "--set", "train.lr_schedule=wobbly"]) == 2
+    assert not (tmp_path / "run.json").exists()
+    capsys.readouterr()
