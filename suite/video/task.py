@@ -33,7 +33,7 @@ from suite.video.features import (
     modality_channels,
     train_frame_encoder,
 )
-from suite.video.frames import read_video
+from suite.video.frames import MIN_FRAMES, read_video
 from suite.video.pipeline import (
     FramesSpec,
     clip_attributes,
@@ -566,8 +566,9 @@ class ActionTask(Task):
 def serve_videos(task_name: str, export_dir, inputs, batch_size: int = 8) -> list[dict]:
     """Runs a frames-in export on video files; one dict of output arrays per file.
 
-    Every file is decoded first, so a bad one is reported before any work is done; clips
-    of one frame size are batched together, padded to the longest.
+    Every file is opened first, so that all bad ones are named before any work is done;
+    then clips of one frame size are decoded and run a batch at a time (padded to the
+    longest), so memory holds one batch of clips, not all of them.
     """
     if not inputs:
         raise DataError("no video files given")
@@ -576,20 +577,29 @@ def serve_videos(task_name: str, export_dir, inputs, batch_size: int = 8) -> lis
         raise DataError(
             f"{export_dir}: exported by the {metadata['task']!r} task, not {task_name!r}"
         )
-    clips = [read_video(path) for path in inputs]
-    endpoint = load_endpoint(export_dir)
-    results: list[dict | None] = [None] * len(clips)
     by_size: dict[tuple, list[int]] = {}
-    for number, frames in enumerate(clips):
-        by_size.setdefault(frames.shape[1:], []).append(number)
+    errors = []
+    for number, path in enumerate(inputs):
+        try:
+            frame_shape = read_video(path, max_frames=MIN_FRAMES).shape[1:]
+        except DataError as error:
+            errors.append(str(error))
+            continue
+        by_size.setdefault(frame_shape, []).append(number)
+    if errors:
+        listed = "\n  ".join(errors)
+        raise DataError(f"{len(errors)} of {len(inputs)} video files unusable:\n  {listed}")
+    endpoint = load_endpoint(export_dir)
+    results: list[dict | None] = [None] * len(inputs)
     for numbers in by_size.values():
         for start in range(0, len(numbers), batch_size):
             chunk = numbers[start : start + batch_size]
-            longest = max(len(clips[n]) for n in chunk)
-            batch = np.zeros((len(chunk), longest, *clips[chunk[0]].shape[1:]), np.uint8)
-            for row, n in enumerate(chunk):
-                batch[row, : len(clips[n])] = clips[n]
-            length = np.array([len(clips[n]) for n in chunk], np.int32)
+            clips = [read_video(inputs[n]) for n in chunk]
+            longest = max(len(clip) for clip in clips)
+            batch = np.zeros((len(chunk), longest, *clips[0].shape[1:]), np.uint8)
+            for row, clip in enumerate(clips):
+                batch[row, : len(clip)] = clip
+            length = np.array([len(clip) for clip in clips], np.int32)
             out = endpoint(frames=tf.constant(batch), length=tf.constant(length))
             out = {key: value.numpy() for key, value in out.items()}
             for row, n in enumerate(chunk):

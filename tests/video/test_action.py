@@ -8,6 +8,7 @@ read the order. Chance is 25 %.
 
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -152,8 +153,10 @@ def test_predict_names_labels_and_refuses_a_corrupt_video(trained, tmp_path):
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(os.urandom(5000))
-    with pytest.raises(DataError, match=r"broken\.mp4: (not a video|no frames)"):
-        task.predict(path, [str(videos[0]), str(broken)])
+    with pytest.raises(DataError, match=r"2 of 3 video files unusable") as caught:
+        task.predict(path, [str(videos[0]), str(broken), str(tmp_path / "gone.avi")])
+    assert re.search(r"broken\.mp4: (not a video|no frames)", str(caught.value))
+    assert "gone.avi: no such video file" in str(caught.value)
 
 
 def test_steps_past_length_never_change_the_output():
