@@ -119,9 +119,14 @@ def load_each(paths, max_seconds: float | None = MAX_SECONDS, origins=None, prog
         tqdm(paths, desc="decoding audio", unit="file", disable=not progress), origins, strict=True
     ):
         try:
-            waveforms.append(load_audio(path, max_seconds=max_seconds))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ClippingWarning)
+                waveforms.append(load_audio(path, max_seconds=max_seconds))
         except DataError as error:
             problems.append(f"{origin}: {error}" if origin else str(error))
+        for warning in caught:  # a clipped file's warning names its manifest row too
+            message = f"{origin}: {warning.message}" if origin else str(warning.message)
+            warnings.warn(message, warning.category, stacklevel=2)
     return waveforms, problems
 
 

@@ -205,3 +205,12 @@ def test_unusable_files_are_all_named_with_their_manifest_rows(tmp_path):
     assert "m.csv:3: " in message and "silent.wav: silent audio" in message
     assert "m.csv:4: " in message and "zero.wav: empty file" in message
     assert "m.csv:2" not in message
+
+
+def test_a_clipped_files_warning_names_its_manifest_row(tmp_path):
+    from suite.speech.audio import load_each
+
+    clipped = write_audio(tmp_path / "loud.wav", np.clip(3 * _tone(), -1, 1), 16000)
+    with pytest.warns(ClippingWarning, match=r"^m\.csv:7: .*loud\.wav: clipped audio"):
+        waveforms, problems = load_each([clipped], origins=["m.csv:7"])
+    assert len(waveforms) == 1 and not problems
