@@ -259,13 +259,9 @@ def _export(task, args) -> int:
 
 
 def _predict(task, args) -> int:
-    from shared.export import read_metadata
+    from shared.export import check_exported_by
 
-    exported_by = read_metadata(args.model).get("task", task.name)
-    if exported_by != task.name:
-        raise RnnsuiteError(
-            f"{args.model}: exported by the {exported_by!r} task, not {task.name!r}"
-        )
+    check_exported_by(args.model, task.name)
     inputs = list(args.inputs)
     if not inputs or inputs == ["-"]:
         inputs = [line.rstrip("\n") for line in sys.stdin]

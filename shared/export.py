@@ -76,6 +76,15 @@ def read_metadata(export_dir) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def check_exported_by(export_dir, task_name: str) -> None:
+    """Refuses an export that another task made (an export made elsewhere passes)."""
+    exported_by = read_metadata(export_dir).get("task", task_name)
+    if exported_by != task_name:
+        from shared.errors import DataError
+
+        raise DataError(f"{export_dir}: exported by the {exported_by!r} task, not {task_name!r}")
+
+
 def resolve_export_dir(export_dir) -> Path:
     """`export_dir` itself, or its newest numbered version (TF Serving layout)."""
     export_dir = Path(export_dir)

@@ -65,7 +65,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
-from shared.errors import DataError
+from shared.errors import DataError, problems_error
 from suite.speech.audio import SAMPLE_RATE, duration, load_audio, write_audio
 from suite.speech.text import TranscriptGenerator, check_transcript
 
@@ -741,9 +741,7 @@ def read_manifest(path) -> list[Utterance]:
     if len(errors) == 1:
         raise DataError(errors[0])
     if errors:
-        listed = "\n  ".join(errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise DataError(f"{path}: {len(errors)} bad rows:\n  {listed}{more}")
+        raise problems_error(f"{path}: {len(errors)} bad rows", errors)
     if not utterances:
         raise DataError(f"{path}: no utterances")
     return utterances

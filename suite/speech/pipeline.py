@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from shared.errors import DataError
+from shared.errors import problems_error
 from suite.speech.audio import SAMPLE_RATE, load_each
 
 BUCKET_SECONDS = (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
@@ -62,9 +62,7 @@ def load_waveforms(utterances, cache_dir: Path, max_seconds: float | None = None
             [u.path for u in utterances], max_seconds, [u.origin for u in utterances], progress
         )
         if errors:
-            listed = "\n  ".join(errors[:20])
-            more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-            raise DataError(f"{len(errors)} unusable audio file(s):\n  {listed}{more}")
+            raise problems_error(f"{len(errors)} unusable audio file(s)", errors)
         arrays = [np.round(audio * 32767).astype(np.int16) for audio in waveforms]
         del waveforms  # held as int16 from here, as the cache holds them
         offsets = np.cumsum([0] + [len(a) for a in arrays])

@@ -16,7 +16,7 @@ from shared import metrics
 from shared.backbones import CELLS
 from shared.config import ConfigError, TrainConfig, data_dir
 from shared.ctc import ctc_decode, num_ctc_classes
-from shared.errors import DataError
+from shared.errors import DataError, problems_error
 from shared.export import (
     export_endpoint,
     load_endpoint,
@@ -529,9 +529,7 @@ class SpeechTask(Task):
         # Every file is read first, and every bad one named, before any work is done.
         waveforms, errors = load_each(inputs, max_seconds)
         if errors:
-            raise DataError(
-                f"{len(errors)} of {len(inputs)} files unusable:\n  " + "\n  ".join(errors)
-            )
+            raise problems_error(f"{len(errors)} of {len(inputs)} files unusable", errors, None)
         endpoint = load_endpoint(export_dir)
         lines = []
         for start in range(0, len(waveforms), 16):

@@ -6,6 +6,7 @@ Frames are uint8 RGB arrays [time, height, width, 3] throughout.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,22 @@ def read_video(
             f"need at least {min_frames}"
         )
     return np.stack(frames)
+
+
+def frame_shapes(paths, workers: int = 1) -> tuple[list[tuple | None], list[str]]:
+    """Opens each video and decodes its first `MIN_FRAMES` frames only: each one's frame
+    shape `(height, width, 3)` (None if unreadable), and one message per unreadable file."""
+
+    def probe(path):
+        try:
+            return read_video(path, max_frames=MIN_FRAMES).shape[1:], None
+        except DataError as error:
+            return None, str(error)
+
+    # OpenCV decodes without the GIL: threads overlap the files.
+    with ThreadPoolExecutor(workers) as pool:
+        probed = list(pool.map(probe, paths))
+    return [shape for shape, _ in probed], [error for _, error in probed if error]
 
 
 def sample_indices(

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.config import data_dir
-from shared.errors import DataError
+from shared.errors import DataError, problems_error
 from suite.video import corpus
 from suite.video.features import (
     FeatureCache,
@@ -41,7 +41,7 @@ from suite.video.features import (
     modality_channels,
     prepare_frames,
 )
-from suite.video.frames import MIN_FRAMES, read_class_folders, read_video
+from suite.video.frames import frame_shapes, read_class_folders, read_video
 
 SPLITS = ("train", "valid", "test")
 # Clips whose prepared frames would take more memory than this are kept in a file instead.
@@ -112,20 +112,10 @@ class FileSource(ClipSource):
         return list(self._splits[split])
 
     def check(self, workers=2):
-        def problem(clip):
-            try:
-                read_video(clip.path, max_frames=MIN_FRAMES)  # opens, and has frames
-            except DataError as error:
-                return str(error)
-            return None
-
-        clips = [clip for split in SPLITS for clip in self._splits[split]]
-        with ThreadPoolExecutor(workers) as pool:
-            errors = [error for error in pool.map(problem, clips) if error]
+        paths = [clip.path for split in SPLITS for clip in self._splits[split]]
+        _, errors = frame_shapes(paths, workers)
         if errors:
-            listed = "\n  ".join(errors[:20])
-            more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-            raise DataError(f"{len(errors)} unreadable video file(s):\n  {listed}{more}")
+            raise problems_error(f"{len(errors)} unreadable video file(s)", errors)
 
     def raw_frames(self, clips, workers=2):
         # OpenCV decodes without the GIL: threads overlap the decoding of several files.

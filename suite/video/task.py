@@ -21,8 +21,13 @@ import numpy as np
 import tensorflow as tf
 
 from shared.config import TrainConfig, data_dir
-from shared.errors import DataError
-from shared.export import export_endpoint, load_endpoint, read_metadata, write_metadata
+from shared.errors import DataError, problems_error
+from shared.export import (
+    check_exported_by,
+    export_endpoint,
+    load_endpoint,
+    write_metadata,
+)
 from shared.plots import draw_heatmap
 from shared.task import Task
 from suite.video.action import ActionClassifier
@@ -33,7 +38,7 @@ from suite.video.features import (
     modality_channels,
     train_frame_encoder,
 )
-from suite.video.frames import MIN_FRAMES, read_video
+from suite.video.frames import frame_shapes, read_video
 from suite.video.pipeline import (
     FramesSpec,
     clip_attributes,
@@ -572,23 +577,13 @@ def serve_videos(task_name: str, export_dir, inputs, batch_size: int = 8) -> lis
     """
     if not inputs:
         raise DataError("no video files given")
-    metadata = read_metadata(export_dir)
-    if metadata.get("task", task_name) != task_name:
-        raise DataError(
-            f"{export_dir}: exported by the {metadata['task']!r} task, not {task_name!r}"
-        )
-    by_size: dict[tuple, list[int]] = {}
-    errors = []
-    for number, path in enumerate(inputs):
-        try:
-            frame_shape = read_video(path, max_frames=MIN_FRAMES).shape[1:]
-        except DataError as error:
-            errors.append(str(error))
-            continue
-        by_size.setdefault(frame_shape, []).append(number)
+    check_exported_by(export_dir, task_name)
+    shapes, errors = frame_shapes(inputs)
     if errors:
-        listed = "\n  ".join(errors)
-        raise DataError(f"{len(errors)} of {len(inputs)} video files unusable:\n  {listed}")
+        raise problems_error(f"{len(errors)} of {len(inputs)} video files unusable", errors, None)
+    by_size: dict[tuple, list[int]] = {}
+    for number, shape in enumerate(shapes):
+        by_size.setdefault(shape, []).append(number)
     endpoint = load_endpoint(export_dir)
     results: list[dict | None] = [None] * len(inputs)
     for numbers in by_size.values():
