@@ -6,8 +6,11 @@ project stacks recurrent layers by hand.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import layers, ops
+from keras.src.backend.common import global_state
 
 from shared import recurrent
 
@@ -15,6 +18,24 @@ from shared import recurrent
 # with the input projection out of the time loop on a CPU (`shared.recurrent`).
 CELLS = {"rnn": recurrent.SimpleRNN, "lstm": recurrent.LSTM, "gru": recurrent.GRU}
 MERGE_MODES = ("concat", "sum", "ave", "mul")
+
+
+@contextlib.contextmanager
+def _no_object_sharing():
+    """Builds layers with Keras' object sharing off, as it is outside `load_model`.
+
+    `load_model` shares objects by Python `id()`, and `Bidirectional` copies its layer by
+    serialising it: an `id()` freed and reused during loading made the copy an object seen
+    before, so a reloaded model's backward layer could be its forward layer (or another
+    layer's). Keras 3.15; `test_bidirectional_layers_are_built_apart_while_loading`.
+    """
+    key = "shared_objects/id_to_config_map"
+    sharing = global_state.get_global_attribute(key)
+    global_state.set_global_attribute(key, None)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute(key, sharing)
 
 
 def length_mask(length, steps):
@@ -117,9 +138,13 @@ class RecurrentBackbone(layers.Layer):
                 rnn_kwargs["use_cudnn"] = use_cudnn
             rnn = CELLS[cell](**rnn_kwargs)
             if bidirectional:
-                rnn = layers.Bidirectional(
-                    rnn, merge_mode=merge_mode, name=f"bi_{cell}_{index}", dtype=self.dtype_policy
-                )
+                with _no_object_sharing():
+                    rnn = layers.Bidirectional(
+                        rnn,
+                        merge_mode=merge_mode,
+                        name=f"bi_{cell}_{index}",
+                        dtype=self.dtype_policy,
+                    )
             self.recurrent_layers.append(rnn)
             self.norm_layers.append(
                 layers.LayerNormalization(name=f"norm_{index}", dtype=self.dtype_policy)

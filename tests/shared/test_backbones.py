@@ -100,3 +100,26 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-6)
     config = restored.layers[2].get_config()
     assert config["cell"] == "lstm" and config["residual"] and config["use_cudnn"] is False
+
+
+class _SeenEverything(dict):
+    """Keras' map of serialised objects when every `id()` is one freed and reused."""
+
+    def __contains__(self, key):
+        return True
+
+    def __getitem__(self, key):
+        return {}
+
+
+def test_bidirectional_layers_are_built_apart_while_loading():
+    """`load_model` shares objects by `id()`; a reused one must not merge two layers."""
+    from keras.src.backend.common import global_state
+    from keras.src.saving import serialization_lib
+
+    with serialization_lib.ObjectSharingScope():
+        global_state.set_global_attribute("shared_objects/id_to_config_map", _SeenEverything())
+        backbone = RecurrentBackbone("gru", 4, num_layers=2, bidirectional=True, use_cudnn=False)
+    directions = [(bi.forward_layer, bi.backward_layer) for bi in backbone.recurrent_layers]
+    assert [(f.go_backwards, b.go_backwards) for f, b in directions] == [(False, True)] * 2
+    assert len({id(layer) for pair in directions for layer in pair}) == 4
