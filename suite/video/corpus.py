@@ -31,6 +31,7 @@ a script that calls `prepare_corpus` must do so under `if __name__ == "__main__"
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import hashlib
@@ -859,6 +860,9 @@ def jitter_colours(
 @functools.lru_cache(maxsize=1)
 def _scene() -> Scene:
     # One scene per process: loading the humanoid and textures once is most of the set-up.
+    # Dropped at exit, while pybullet is still whole: pybullet_utils' `__del__` fails (and
+    # says so on stderr) when it runs during the interpreter's teardown.
+    atexit.register(_scene.cache_clear)
     return Scene()
 
 
