@@ -95,6 +95,7 @@ def main(argv=None) -> int:
     if args.data_dir:
         os.environ["RNNSUITE_DATA_DIR"] = str(args.data_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_tensorflow_quietly()
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return _run(args)
@@ -109,6 +110,26 @@ def main(argv=None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with the process's stderr closed, unless TF_CPP_MIN_LOG_LEVEL=0.
+
+    TensorFlow 2.21 logs its oneDNN and CUDA notices (six lines) before absl's logging is
+    set up, where TF_CPP_MIN_LOG_LEVEL does not reach them. An import error is still raised
+    and printed, once stderr is back.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(devnull)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

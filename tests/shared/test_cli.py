@@ -30,6 +30,18 @@ def test_help_lists_the_tasks():
         assert name in result.stdout
 
 
+def test_an_error_is_the_only_line_on_stderr(tmp_path):
+    """TensorFlow's start-up notices, which ignore TF_CPP_MIN_LOG_LEVEL, are not shown."""
+    argv = ["translation", "predict", "--model", str(tmp_path), "Jesus wept."]
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"rnnsuite: error: {tmp_path}: no SavedModel here (made by `export`?)"
+    ]
+
+
 @pytest.mark.slow
 def test_train_evaluate_export_predict(toy_cli, tmp_path, capsys):
     run_dir, out = tmp_path / "run", tmp_path / "export"
