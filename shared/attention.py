@@ -76,9 +76,9 @@ class BahdanauAttention(_Attention):
             step (the outputs then have no query-time axis).
         values: the memory, `[batch, key_time, value_dim]`.
         values_mask: optional boolean `[batch, key_time]`, True on valid steps; taken from
-            the Keras mask of `values` when omitted (pass it by keyword when it may be None). Masked keys get exactly zero weight, so
-            the context never depends on padded values; a row with no valid key gets all-zero
-            weights and a zero context.
+            the Keras mask of `values` when omitted (pass it by keyword when it may be
+            None). Masked keys get exactly zero weight, so the context never depends on
+            padded values; a row with no valid key gets all-zero weights and a zero context.
         keys: optional `project_keys(values)`, to skip re-projecting the memory every step.
 
     Returns:
@@ -134,9 +134,9 @@ class LuongAttention(_Attention):
             step (the outputs then have no query-time axis).
         values: the memory, `[batch, key_time, value_dim]`.
         values_mask: optional boolean `[batch, key_time]`, True on valid steps; taken from
-            the Keras mask of `values` when omitted (pass it by keyword when it may be None). Masked keys get exactly zero weight, so
-            the context never depends on padded values; a row with no valid key gets all-zero
-            weights and a zero context.
+            the Keras mask of `values` when omitted (pass it by keyword when it may be
+            None). Masked keys get exactly zero weight, so the context never depends on
+            padded values; a row with no valid key gets all-zero weights and a zero context.
         keys: optional `project_keys(values)`, to skip re-projecting the memory every step.
 
     Returns:
