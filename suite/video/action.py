@@ -34,6 +34,7 @@ class ActionClassifier(keras.Model):
         Probabilities `[batch, num_classes]` (float32 also under mixed precision).
 
     Example:
+        >>> import numpy as np
         >>> model = ActionClassifier(15, units=64)
         >>> model((np.zeros((2, 16, 576)), np.array([16, 9]))).shape
         TensorShape([2, 15])

@@ -50,6 +50,7 @@ class VideoCaptioner(keras.Model):
         "action": class logits [batch, num_classes]}`.
 
     Example:
+        >>> import numpy as np
         >>> model = VideoCaptioner(vocab_size=50, units=32)
         >>> model((np.zeros((2, 8, 64)), np.array([8, 5]), np.ones((2, 6), "int32"))).shape
         TensorShape([2, 6, 50])

@@ -8,7 +8,7 @@ Captions are lower case with commas as the only punctuation.
     >>> row = {"label": "run", "direction": "left", "speed": 1.4, "pitch": -40,
     ...        "upper_color": "red", "lower_color": "blue", "greyscale": False,
     ...        "clip_id": "run_0001_x"}
-    >>> captions_for(row, count=3)
+    >>> captions_for(row, count=3)  # doctest: +NORMALIZE_WHITESPACE
     ['a video of someone wearing red on top and blue below running quickly to the left',
      'an animated figure runs along to the left',
      'a person runs at high speed from right to left, seen from above']
