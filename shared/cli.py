@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -112,24 +114,34 @@ def main(argv=None) -> int:
         warnings.showwarning = shown
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with the process's stderr closed, unless TF_CPP_MIN_LOG_LEVEL=0.
+# TensorFlow's info and warning lines from before absl's logging is set up.
+_STARTUP_NOTICE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ \S+\] "
+)
 
-    TensorFlow 2.21 logs its oneDNN and CUDA notices (six lines) before absl's logging is
-    set up, where TF_CPP_MIN_LOG_LEVEL does not reach them. An import error is still raised
-    and printed, once stderr is back.
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow without its start-up notices, unless TF_CPP_MIN_LOG_LEVEL=0.
+
+    TensorFlow 2.21 logs oneDNN and CUDA notices (six lines) before absl's logging is set
+    up, where TF_CPP_MIN_LOG_LEVEL does not reach them. What else the import writes to
+    stderr (errors, Python warnings) is passed on.
     """
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
-    stderr, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(stderr, 2)
-        os.close(stderr)
-        os.close(devnull)
+    with tempfile.TemporaryFile() as captured:
+        stderr = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(stderr, 2)
+            os.close(stderr)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _STARTUP_NOTICE.match(line):
+                    sys.stderr.write(line)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
