@@ -14,6 +14,7 @@ a kill. A run dir holds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -76,29 +77,19 @@ def make_optimizer(
     warmup = train.warmup_steps
     decay_steps = max(1, total_steps - warmup)
     if train.lr_schedule == "constant":
-        schedule = (
-            keras.optimizers.schedules.CosineDecay(
-                0.0, decay_steps, alpha=1.0, warmup_target=rate, warmup_steps=warmup
-            )
-            if warmup
-            else rate
-        )
+        schedule = rate
     elif train.lr_schedule == "cosine":
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0 if warmup else rate,
-            decay_steps,
-            alpha=0.01,
-            warmup_target=rate if warmup else None,
-            warmup_steps=warmup,
-        )
+        schedule = keras.optimizers.schedules.CosineDecay(rate, decay_steps, alpha=0.01)
     elif train.lr_schedule == "exponential":
         schedule = keras.optimizers.schedules.ExponentialDecay(
-            rate, decay_steps=max(1, total_steps // 10), decay_rate=0.8
+            rate, decay_steps=max(1, decay_steps // 10), decay_rate=0.8
         )
     else:
         raise ConfigError(
             f"unknown lr_schedule {train.lr_schedule!r}; choose constant, cosine or exponential"
         )
+    if warmup:
+        schedule = LinearWarmup(schedule, warmup)
     if horizon is not None and isinstance(
         schedule, keras.optimizers.schedules.LearningRateSchedule
     ):
@@ -107,6 +98,26 @@ def make_optimizer(
     if train.weight_decay:
         return keras.optimizers.AdamW(schedule, weight_decay=train.weight_decay, **clip)
     return keras.optimizers.Adam(schedule, **clip)
+
+
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to `schedule`'s first rate in `warmup_steps`, then follows
+    `schedule` (a rate or a schedule), its steps counted from the end of the warm-up."""
+
+    def __init__(self, schedule, warmup_steps: int):
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+
+    def _rate(self, step):
+        if callable(self.schedule):
+            return tf.cast(self.schedule(step), tf.float32)
+        return tf.constant(self.schedule, tf.float32)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warming = self._rate(0.0) * step / self.warmup_steps
+        after = self._rate(tf.maximum(step - self.warmup_steps, 0.0))
+        return tf.where(step < self.warmup_steps, warming, after)
 
 
 class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -284,11 +295,25 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
     Raises:
         TrainingError: if the loss became NaN/inf (the last good checkpoint is kept).
     """
-    run_dir = Path(run_dir)
+    with _dtype_policy(config.train.mixed_precision):
+        return _train(task, config, Path(run_dir), data)
+
+
+@contextlib.contextmanager
+def _dtype_policy(mixed: bool):
+    """Keras' global dtype policy for one run (`mixed_policy()` or float32), restored after
+    it: what is built later in the process is built as before."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(mixed_policy() if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(task, config, run_dir: Path, data: str | None) -> dict:
     train_cfg = config.train
     keras.utils.set_random_seed(train_cfg.seed)
-    if train_cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy(mixed_policy())
     strategy = make_strategy(train_cfg.strategy)
     chief = is_chief(strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +365,12 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
         if multi_worker:
             _patch_keras_for_multi_worker(model)
 
-    summary = {"resumed_from_epoch": initial_epoch, "epochs": initial_epoch, "logs": {}}
+    summary = {
+        "resumed_from_epoch": initial_epoch,
+        "epochs": initial_epoch,
+        "dtype_policy": keras.mixed_precision.global_policy().name,
+        "logs": {},
+    }
     if initial_epoch >= train_cfg.epochs:
         print(f"{run_dir}: already trained {initial_epoch} epochs (asked for {train_cfg.epochs})")
         return summary

@@ -149,7 +149,9 @@ def test_mixed_precision_trains(tmp_path):
     assert np.isfinite(summary["logs"]["loss"])
     # float16 on a GPU; on a CPU bfloat16, which it need not emulate.
     expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    assert keras.mixed_precision.global_policy().name == expected
+    assert summary["dtype_policy"] == expected
+    # What the process builds next (a restored model, an export) is float32 again.
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_schedules_warm_up_and_decay():
@@ -163,6 +165,12 @@ def test_schedules_warm_up_and_decay():
     assert float(schedule(110)) == pytest.approx(0.001, rel=1e-3)
     constant = make_optimizer(TrainConfig(learning_rate=0.1, warmup_steps=4), 100)._learning_rate
     assert float(constant(2)) == pytest.approx(0.05) and float(constant(50)) == pytest.approx(0.1)
+    exponential = make_optimizer(
+        TrainConfig(learning_rate=0.1, lr_schedule="exponential", warmup_steps=10), 110
+    )._learning_rate
+    assert float(exponential(5)) == pytest.approx(0.05)
+    assert float(exponential(10)) == pytest.approx(0.1)
+    assert float(exponential(20)) == pytest.approx(0.08)  # one tenth of the decay: x 0.8
     assert make_optimizer(TrainConfig(clipnorm=0.5), 10).clipnorm == 0.5
 
 
