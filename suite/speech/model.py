@@ -114,7 +114,9 @@ class SpeechRecognizer(keras.Model):
         self.layer_norm = layer_norm
         self.use_cudnn = use_cudnn
 
-        self.featurizer = SpeechFeatures(**self.features_config, name="features")
+        # float32 under mixed precision too: the features are the export's (a float32
+        # graph), and a waveform rounded to 8 bits of mantissa would give others.
+        self.featurizer = SpeechFeatures(**self.features_config, name="features", dtype="float32")
         self.augment = SpecAugment(**self.spec_augment_config, name="spec_augment")
         self.convs = [
             layers.Conv2D(

@@ -160,6 +160,19 @@ def test_export_serves_raw_audio_in_a_fresh_process(trained, tmp_path):
     assert [t.decode() for t in served["text"]] == transcribe(model, vocab, waveforms)
 
 
+def test_features_are_float32_under_mixed_precision():
+    """Training with `train.mixed_precision` sees the features the float32 export computes."""
+    waveform = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 8000)).astype(np.float32)
+    inputs = (waveform, tf.constant([8000]))
+    exact = SpeechRecognizer(10).featurizer(*inputs)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = SpeechRecognizer(10).featurizer(*inputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    np.testing.assert_allclose(mixed[0], exact[0], atol=1e-5)
+
+
 def test_spec_augment_is_off_at_inference():
     model = SpeechRecognizer(10, conv_filters=4, units=8, num_layers=1).build_for()
     waveform = np.random.default_rng(0).normal(0, 0.1, (1, 8000)).astype(np.float32)
