@@ -73,7 +73,9 @@ def _tokenize(texts, level, lowercase, compositions=()):
     for pattern, rewrite in (_SPLIT_PUNCT, _SPLIT_LEADING_INNER, _SPLIT_TRAILING_INNER):
         texts = tf.strings.regex_replace(texts, pattern, rewrite)
     texts = tf.strings.strip(tf.strings.regex_replace(texts, _WHITESPACE, " "))
-    return tf.strings.split(texts, sep=" ")
+    words = tf.strings.split(texts, sep=" ")
+    # An empty text splits into one empty word, which is the padding token: drop it.
+    return tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
 
 
 @keras.saving.register_keras_serializable(package="rnnsuite")

@@ -84,6 +84,12 @@ def test_encode_is_ragged_and_padded_version_matches():
     assert fixed.shape == (1, 2)
 
 
+def test_an_empty_text_has_no_tokens_at_the_word_level():
+    vocab = Vocabulary(["a", "b"], level="word")
+    ids = vocab.encode(tf.constant(["", "  ", "a b"]), add_bos=True, add_eos=True)
+    assert ids.to_list() == [[BOS_ID, EOS_ID], [BOS_ID, EOS_ID], [BOS_ID, 4, 5, EOS_ID]]
+
+
 def test_decomposed_unicode_input_is_normalised_to_nfc():
     vocab = Vocabulary.from_texts(["¿Qué tal?", "ệ"], level="char")
     nfd = [unicodedata.normalize("NFD", text) for text in ["¿Qué tal?", "ệ"]]
