@@ -79,6 +79,15 @@ def _to_padded(sparse):
     return ids, tf.cast(ragged.row_lengths(), tf.int32)
 
 
+def _unless_empty(logits, decode):
+    """`decode()`, or nothing for an empty batch, which tf.nn's CTC decoders refuse."""
+
+    def nothing():
+        return tf.zeros([0, 0], tf.int32), tf.zeros([0], tf.int32)
+
+    return tf.cond(tf.shape(logits)[0] > 0, decode, nothing)
+
+
 def ctc_greedy_decode(logits, logit_length):
     """Best-path decoding: argmax per frame, repeats merged, blanks removed.
 
@@ -90,10 +99,14 @@ def ctc_greedy_decode(logits, logit_length):
         `(ids, lengths)`: int32 `[batch, max_length]` vocabulary ids padded with 0, and
         int32 `[batch]` lengths.
     """
-    decoded, _ = tf.nn.ctc_greedy_decoder(
-        _time_major(logits), tf.cast(logit_length, tf.int32), merge_repeated=True
-    )
-    return _to_padded(decoded[0])
+
+    def decode():
+        decoded, _ = tf.nn.ctc_greedy_decoder(
+            _time_major(logits), tf.cast(logit_length, tf.int32), merge_repeated=True
+        )
+        return _to_padded(decoded[0])
+
+    return _unless_empty(logits, decode)
 
 
 def ctc_beam_decode(logits, logit_length, beam_width=8):
@@ -107,10 +120,14 @@ def ctc_beam_decode(logits, logit_length, beam_width=8):
     Returns:
         `(ids, lengths)` as `ctc_greedy_decode`.
     """
-    decoded, _ = tf.nn.ctc_beam_search_decoder(
-        _time_major(logits), tf.cast(logit_length, tf.int32), beam_width=beam_width, top_paths=1
-    )
-    return _to_padded(decoded[0])
+
+    def decode():
+        decoded, _ = tf.nn.ctc_beam_search_decoder(
+            _time_major(logits), tf.cast(logit_length, tf.int32), beam_width=beam_width, top_paths=1
+        )
+        return _to_padded(decoded[0])
+
+    return _unless_empty(logits, decode)
 
 
 def ctc_decode(logits, logit_length, method="greedy", beam_width=8):

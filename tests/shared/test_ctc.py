@@ -2,6 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import functools
 import itertools
 
 import keras
@@ -141,6 +142,15 @@ def test_decoders_inside_tf_function_ignore_frames_beyond_length():
         ids, length = decode(logits, tf.constant([3, 0]))
         assert ids.numpy().tolist() == [[4, 3], [0, 0]]
         assert length.numpy().tolist() == [2, 0]
+
+
+def test_decoders_return_nothing_for_an_empty_batch():
+    spec = [tf.TensorSpec([None, None, 6], tf.float32), tf.TensorSpec([None], tf.int32)]
+    for method in ("greedy", "beam"):
+        decode = functools.partial(ctc_decode, method=method)
+        for run in (decode, tf.function(decode, input_signature=spec)):
+            ids, length = run(tf.zeros((0, 5, 6)), tf.zeros((0,), tf.int32))
+            assert ids.shape[0] == 0 and length.shape == (0,), method
 
 
 def test_ctc_head_serializes_and_keeps_float32_logits():
