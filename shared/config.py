@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,32 @@ class DecodeConfig:
     length_penalty: float = 0.6
 
 
+# Least values of shared settings (section, key), which Keras would fail on deep inside.
+_LEAST = {
+    ("train", "epochs"): 0,
+    ("train", "batch_size"): 1,
+    ("train", "warmup_steps"): 0,
+    ("train", "clipnorm"): 0,
+    ("train", "weight_decay"): 0,
+    ("train", "early_stopping_patience"): 0,
+    ("train", "steps_per_epoch"): 1,
+    ("train", "time_limit_minutes"): 0,
+    ("train", "keep_checkpoints"): 1,
+    ("decode", "beam_width"): 1,
+}
+
+
+def check_ranges(config) -> None:
+    """Refuses shared settings out of range (`decode.beam_width=0`), in one line."""
+    for (section, key), least in _LEAST.items():
+        value = getattr(getattr(config, section, None), key, None)
+        if isinstance(value, (int, float)) and value < least:
+            raise ConfigError(f"{section}.{key}={value}: must be at least {least}")
+    rate = getattr(getattr(config, "train", None), "learning_rate", None)
+    if isinstance(rate, (int, float)) and not rate > 0:
+        raise ConfigError(f"train.learning_rate={rate}: must be above 0")
+
+
 def resolve(
     schema: type,
     presets: dict[str, dict] | None = None,
@@ -109,6 +136,8 @@ def resolve(
             raise ConfigError(f"{path}: expected a mapping of config keys")
         layers.append(OmegaConf.create(loaded))
     layers.append(_parse_overrides(overrides))
+    for layer in layers[1:]:
+        _check_sections(schema, OmegaConf.to_container(layer))
     try:
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)
@@ -122,6 +151,19 @@ def resolve(
 def override(config, config_file=None, overrides=()):
     """Re-resolves an existing config object with a YAML file and `--set` overrides on top."""
     return resolve(type(config), {"current": to_dict(config)}, "current", config_file, overrides)
+
+
+def _check_sections(schema: type, values: dict, prefix: str = "") -> None:
+    """Refuses a plain value given for a section (`--set train=3`), which OmegaConf's merge
+    reports without naming the key."""
+    types = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        if field.name not in values or not dataclasses.is_dataclass(types[field.name]):
+            continue
+        key, value = prefix + field.name, values[field.name]
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key!r} is a section, not a value: set its keys ({key}.KEY=...)")
+        _check_sections(types[field.name], value, key + ".")
 
 
 def _key_of(error: OmegaConfBaseException) -> str:

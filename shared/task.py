@@ -44,7 +44,13 @@ class Task:
     resumable_sections: ClassVar[tuple[str, ...]] = ("train", "decode")
 
     def check_config(self, config) -> None:
-        """Raises `ConfigError` for settings the task cannot use (before a run dir is made)."""
+        """Raises `ConfigError` for settings the task cannot use (before a run dir is made).
+
+        This checks the shared sections' ranges; a task that checks more calls it first.
+        """
+        from shared.config import check_ranges
+
+        check_ranges(config)
 
     def prepare(self, config, data: str | None) -> str:
         """Builds or validates the data; returns a one-line summary."""

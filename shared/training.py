@@ -271,6 +271,7 @@ def restore_model(task, run_dir: Path, overrides=()):
     """Rebuilds a run's model from its config and restores its latest weights."""
     run_dir = Path(run_dir)
     config = config_lib.load(task.config_class, run_dir, overrides)
+    task.check_config(config)
     latest = latest_checkpoint(run_dir)
     if latest is None:
         raise TrainingError(f"{run_dir}: no checkpoint yet; run `rnnsuite {task.name} train` first")
@@ -294,7 +295,9 @@ def train(task, config, run_dir, data: str | None = None) -> dict:
     Returns a summary: epochs finished, the last epoch's logs and whether it resumed.
     Raises:
         TrainingError: if the loss became NaN/inf (the last good checkpoint is kept).
+        ConfigError: for settings the task cannot use (`Task.check_config`).
     """
+    task.check_config(config)
     with _dtype_policy(config.train.mixed_precision):
         return _train(task, config, Path(run_dir), data)
 

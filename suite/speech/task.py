@@ -300,6 +300,7 @@ class SpeechTask(Task):
 
     def check_config(self, config):
         """Refuses, in one line, settings that the layers would reject with a traceback."""
+        super().check_config(config)
         f, m = config.features, config.model
         if f.kind not in ("mfcc", "logmel"):
             raise ConfigError(f"features.kind={f.kind!r}: choose mfcc or logmel")
@@ -313,6 +314,10 @@ class SpeechTask(Task):
         for name in ("conv_filters", "time_stride", "units", "num_layers"):
             if getattr(m, name) < 1:
                 raise ConfigError(f"model.{name}={getattr(m, name)}: must be at least 1")
+        if config.decode.lm_beam_width < 1:
+            raise ConfigError(
+                f"decode.lm_beam_width={config.decode.lm_beam_width}: must be at least 1"
+            )
 
     def prepare(self, config, data):
         self.check_config(config)

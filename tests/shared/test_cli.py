@@ -92,6 +92,10 @@ def test_train_evaluate_export_predict(toy_cli, tmp_path, capsys):
             ["toy", "train", "--run-dir", "{tmp}", "--set", "model.units=lots"],
             "bad value for 'model.units'",
         ),
+        (
+            ["toy", "train", "--run-dir", "{tmp}", "--set", "train.batch_size=0"],
+            "train.batch_size=0: must be at least 1",
+        ),
         (["toy", "evaluate", "--run-dir", "{tmp}"], "no config.yaml"),
         (["toy", "predict", "--model", "{tmp}", "12"], "no SavedModel"),
     ],

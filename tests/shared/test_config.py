@@ -60,6 +60,23 @@ def test_bad_values_and_syntax_are_refused():
         config_lib.resolve(DemoConfig, overrides=["train.epochs"])
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         config_lib.resolve(DemoConfig, PRESETS, "huge")
+    with pytest.raises(ConfigError, match="'train' is a section, not a value"):
+        config_lib.resolve(DemoConfig, overrides=["train=3"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", "train.batch_size=0: must be at least 1"),
+        ("train.warmup_steps=-5", "train.warmup_steps=-5: must be at least 0"),
+        ("train.learning_rate=0", "train.learning_rate=0.0: must be above 0"),
+    ],
+)
+def test_shared_settings_out_of_range_are_refused(override, message):
+    config = config_lib.resolve(DemoConfig, overrides=[override])
+    with pytest.raises(ConfigError, match=message):
+        config_lib.check_ranges(config)
+    config_lib.check_ranges(config_lib.resolve(DemoConfig))
 
 
 def test_saved_config_reloads_identically(tmp_path):
