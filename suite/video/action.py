@@ -81,15 +81,15 @@ class ActionClassifier(keras.Model):
         self.head_dropout = layers.Dropout(dropout, name="head_dropout")
         self.head = layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")
 
-    def features(self, frames, training=None):
+    def features(self, frames, length=None, training=None):
         """Per-frame features of frames (with a frame encoder) or the features themselves."""
         if self.frame_encoder is None:
             return frames
-        return self.frame_encoder(frames, training=training)
+        return self.frame_encoder(frames, length, training=training)
 
     def call(self, inputs, training=None):
         x, length = inputs
-        x = self.features(x, training=training)
+        x = self.features(x, length, training=training)
         mask = length_mask(length, ops.shape(x)[1])
         x = self.feature_dropout(self.feature_norm(x), training=training)
         state = self.backbone(x, mask=mask, training=training)

@@ -218,12 +218,15 @@ class FrameEncoder(layers.Layer):
             weights expect 3).
 
     Call arguments:
-        frames: `[batch, time, size, size, channels]`, uint8 or float in [0, 255]. Every frame is
-            processed on its own (batch norm in inference mode too), so padded frames never
-            change the features of valid ones.
+        frames: `[batch, time, size, size, channels]`, uint8 or float in [0, 255].
+        length: optional int `[batch]`, each clip's valid frames. With it, only those go
+            through the CNN and padded steps get zero features, so padding changes nothing,
+            also in training, where batch norm's statistics would otherwise include padded
+            frames. Without it, every frame is encoded.
 
     Returns:
-        Features `[batch, time, feature_dim]` (the CNN's globally average-pooled output).
+        Features `[batch, time, feature_dim]` (the CNN's globally pooled output: average for
+        `keras.applications`, max for `convnet`).
 
     Example:
         >>> encoder = FrameEncoder("mobilenet_v3_small", size=64)
@@ -265,10 +268,15 @@ class FrameEncoder(layers.Layer):
         images = self._preprocess(ops.cast(images, "float32"))
         return self.cnn(images, training=training)
 
-    def call(self, frames, training=None):
+    def call(self, frames, length=None, training=None):
         shape = ops.shape(frames)
         images = ops.reshape(frames, (-1, self.size, self.size, self.channels))
-        features = self.embed_images(images, training=training)
+        if length is None:
+            features = self.embed_images(images, training=training)
+        else:
+            valid = tf.where(ops.reshape(length_mask(length, shape[1]), (-1,)))
+            features = self.embed_images(tf.gather_nd(images, valid), training=training)
+            features = tf.scatter_nd(valid, features, (shape[0] * shape[1], self.feature_dim))
         return ops.reshape(features, (shape[0], shape[1], self.feature_dim))
 
     def compute_output_shape(self, input_shape):

@@ -175,6 +175,23 @@ def test_steps_past_length_never_change_the_output():
     assert not np.allclose(np.asarray(model((inside, length)))[1], out[1], atol=1e-4)
 
 
+def test_padded_frames_change_no_frame_features_even_in_training():
+    """With `length`, batch norm's training statistics see only the valid frames."""
+    from suite.video.features import FrameEncoder
+
+    encoder = FrameEncoder("convnet", size=32)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 4, 32, 32, 3)).astype("uint8")
+    length = np.array([4, 2], np.int32)
+    junk = frames.copy()
+    junk[1, 2:] = 255 - junk[1, 2:]
+    for training in (True, False):
+        clean = np.asarray(encoder(frames, length, training=training))
+        padded = np.asarray(encoder(junk, length, training=training))
+        np.testing.assert_allclose(padded, clean, atol=1e-5, err_msg=training)
+        assert not clean[1, 2:].any() and clean[1, :2].any()
+
+
 def test_action_classifier_saves_and_loads(tmp_path):
     import keras
 
