@@ -251,6 +251,7 @@ def decode(
     `memory_mask` may be None (every step valid). Returns `(tokens, lengths, scores)` as the
     search does: greedy scores are summed log-probs, beam scores are length-normalised.
     """
+    _check_built(decoder)
     batch_size = tf.shape(memory)[0]
     if memory_mask is None:  # the search tiles every context tensor, so None won't do
         memory_mask = tf.ones(tf.shape(memory)[:2], tf.bool)
@@ -272,6 +273,14 @@ def decode(
     )
 
 
+def _check_built(decoder):
+    if not decoder.built:
+        raise ValueError(
+            "The decoder is not built: call it once on a batch (or load its weights into "
+            "a built one) before decoding; its layers are made when it is built."
+        )
+
+
 # -- search ------------------------------------------------------------------------------
 def greedy_attention(decoder, memory, memory_mask, start_id, end_id, max_length):
     """Greedy decoding of one sequence, eagerly, with the attention weights of each step.
@@ -282,6 +291,7 @@ def greedy_attention(decoder, memory, memory_mask, start_id, end_id, max_length)
     Returns:
         `(token ids: list, end_id included when reached; weights [steps, source_time])`.
     """
+    _check_built(decoder)
     states = decoder.initial_states(memory, memory_mask)
     keys = decoder.attention_layer.project_keys(memory)
     token, ids, rows = tf.constant([start_id]), [], []
@@ -408,6 +418,8 @@ def beam_search(
         float32 `[batch]`, the length-normalised log-probability.
     """
     width = int(beam_width)
+    if width < 1:
+        raise ValueError(f"beam_width must be at least 1, got {beam_width}")
     alpha = length_penalty
     max_length = tf.convert_to_tensor(max_length, tf.int32)
 

@@ -87,6 +87,16 @@ def test_decoder_and_decode_work_without_a_memory_mask():
     np.testing.assert_array_equal(unmasked[0], masked[0])
 
 
+def test_decoding_an_unbuilt_decoder_or_with_no_beam_is_refused_clearly():
+    decoder = AttentiveDecoder(VOCAB, 8, cell="gru", units=16, attention="luong")
+    memory, mask, target_in = memory_batch()
+    with pytest.raises(ValueError, match="decoder is not built"):
+        decode(decoder, memory, mask, BOS, EOS, 4)
+    decoder(target_in, memory, mask)
+    with pytest.raises(ValueError, match="beam_width must be at least 1, got 0"):
+        decode(decoder, memory, mask, BOS, EOS, 4, beam_width=0)
+
+
 def test_mixed_precision_decoder_gives_float32_logits():
     keras.utils.set_random_seed(0)
     decoder = AttentiveDecoder(VOCAB, 8, cell="lstm", units=16, dtype="mixed_float16")
