@@ -103,7 +103,7 @@ class SpeechFeatures(keras.layers.Layer):
         """Unnormalised features and frame lengths; `warp` ([batch] factors) stretches
         each row's frequency axis (`warp_frequencies`)."""
         waveform = tf.cast(waveform, tf.float32)
-        # At least one frame, so empty batches and very short inputs keep their shape.
+        # At least one frame's samples, so inputs shorter than a frame keep their shape.
         short = tf.maximum(0, self.frame_length - tf.shape(waveform)[1])
         waveform = tf.pad(waveform, [[0, 0], [0, short]])
         stft = tf.signal.stft(
