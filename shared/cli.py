@@ -183,7 +183,7 @@ def _prepare(task, args) -> int:
 
 def _train(task, args) -> int:
     from shared import config as config_lib
-    from shared.training import latest_checkpoint, train
+    from shared.training import check_unchanged, latest_checkpoint, train
 
     overrides = list(args.set)
     if args.epochs is not None:
@@ -191,7 +191,11 @@ def _train(task, args) -> int:
     if args.strategy is not None:
         overrides.append(f"train.strategy={args.strategy}")
     data = _absolute(args.data)
+    if args.run_dir.exists() and not args.run_dir.is_dir():
+        raise RnnsuiteError(f"--run-dir {args.run_dir}: a file, not a folder")
     run = _run_of(task, args.run_dir)
+    if run and latest_checkpoint(args.run_dir) is None:
+        run = {}  # nothing was trained (a first run killed early): start afresh
     if run:
         if args.preset and args.preset != run["preset"]:
             raise RnnsuiteError(
@@ -205,7 +209,7 @@ def _train(task, args) -> int:
             )
         saved = config_lib.load(task.config_class, args.run_dir)
         config = config_lib.override(saved, args.config, overrides)
-        _check_resumable(task, args.run_dir, saved, config)
+        check_unchanged(task, args.run_dir, saved, config, "a resumed run")
     else:
         config = _resolve(task, args, overrides)
         task.check_config(config)
@@ -230,30 +234,6 @@ def _absolute(data: str | None) -> str | None:
     if not data or data.startswith("tfds:"):
         return data
     return str(Path(data).resolve())
-
-
-def _check_resumable(task, run_dir, saved, config) -> None:
-    """Refuses a resumed run whose changes reach beyond `task.resumable_sections`: its
-    checkpoint's weights, vocabularies and statistics were made for the saved config."""
-    from shared import config as config_lib
-
-    def flat(config):
-        return {
-            f"{section}.{key}" if isinstance(values, dict) else section: value
-            for section, values in config_lib.to_dict(config).items()
-            if section not in task.resumable_sections
-            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])
-        }
-
-    before, after = flat(saved), flat(config)
-    changed = [
-        f"{key}: {before[key]!r} -> {after[key]!r}" for key in before if before[key] != after[key]
-    ]
-    if changed:
-        raise RnnsuiteError(
-            f"{run_dir} was trained with other settings ({'; '.join(changed)}); a resumed run "
-            f"may change only {', '.join(task.resumable_sections)}: use a new --run-dir"
-        )
 
 
 def _run_of(task, run_dir) -> dict:

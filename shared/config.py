@@ -8,6 +8,7 @@ names them. The resolved config is written to the run dir as `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass
@@ -92,10 +93,12 @@ def check_ranges(config) -> None:
     """Refuses shared settings out of range (`decode.beam_width=0`), in one line."""
     for (section, key), least in _LEAST.items():
         value = getattr(getattr(config, section, None), key, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{section}.{key}={value}: must be a finite number")
         if isinstance(value, (int, float)) and value < least:
             raise ConfigError(f"{section}.{key}={value}: must be at least {least}")
     rate = getattr(getattr(config, "train", None), "learning_rate", None)
-    if isinstance(rate, (int, float)) and not rate > 0:
+    if isinstance(rate, float) and not (math.isfinite(rate) and rate > 0):
         raise ConfigError(f"train.learning_rate={rate}: must be above 0")
 
 
@@ -129,9 +132,11 @@ def resolve(
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys")
         layers.append(OmegaConf.create(loaded))

@@ -136,12 +136,15 @@ class FittedSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 # -- checkpoints ------------------------------------------------------------------------
 class RunCheckpoint(keras.callbacks.Callback):
-    """Saves model, optimizer and epoch counter after every finished epoch.
+    """Saves model, optimizer and the loop's state after every finished epoch.
 
-    `tf.train.CheckpointManager` writes the files before it moves its index, so a kill
-    during a save leaves the previous checkpoint intact. An epoch whose loss is not finite
-    is never saved. Under multi_worker every worker must take part in a save; the
-    non-chief ones write to a scratch dir.
+    The loop's state is what a resumed run needs to go on as if never stopped: the epochs
+    finished, the training time they took (`train.time_limit_minutes` counts it), and the
+    early-stopping count (`best_val_loss`, `stale_epochs`), plus a time-limited run's
+    `lr_horizon`. `tf.train.CheckpointManager` writes the files before it moves its index,
+    so a kill during a save leaves the previous checkpoint intact. An epoch whose loss is
+    not finite is never saved. Under multi_worker every worker must take part in a save;
+    the non-chief ones write to a scratch dir.
     """
 
     def __init__(
@@ -149,10 +152,16 @@ class RunCheckpoint(keras.callbacks.Callback):
     ):
         super().__init__()
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+        self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._objects = {
             "model": model_variables(model),
             "optimizer": list(optimizer.variables),
             "epoch": self.epoch,
+            "seconds": self.seconds,
+            "best_val_loss": self.best_val_loss,
+            "stale_epochs": self.stale_epochs,
         }
         if horizon is not None:
             self._objects["lr_horizon"] = horizon
@@ -161,24 +170,63 @@ class RunCheckpoint(keras.callbacks.Callback):
         if not chief:
             directory = Path(run_dir) / ".workers" / f"{os.getpid()}"
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), keep)
+        self._started = self._seconds_before = 0.0
 
     def restore(self) -> int:
         """Restores the latest checkpoint if any; returns the number of finished epochs."""
         latest = self._manager.latest_checkpoint
         if latest:
-            # A run that gains a time limit on resume has no saved horizon: it keeps the
-            # planned one until its first epoch ends.
+            # Checkpoints of older versions, or of a run that gains a time limit on resume,
+            # lack some of the loop's state: it keeps its initial values.
             saved = {name.partition("/")[0] for name, _ in tf.train.list_variables(latest)}
             objects = {key: value for key, value in self._objects.items() if key in saved}
             tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
+
+    def on_train_begin(self, logs=None):
+        self._started, self._seconds_before = time.monotonic(), float(self.seconds.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             return
         self.epoch.assign(epoch + 1)
+        self.seconds.assign(self._seconds_before + time.monotonic() - self._started)
         self._manager.save(checkpoint_number=epoch + 1)
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops after `patience` epochs without a lower validation loss.
+
+    Keras' `EarlyStopping` forgets its count when a run is resumed; this one keeps it in
+    the checkpoint's `best_val_loss` and `stale_epochs`, so a resumed run goes on counting
+    and a stopped one stays stopped.
+    """
+
+    def __init__(self, patience: int, checkpoint: RunCheckpoint):
+        super().__init__()
+        self.patience = patience
+        self.best, self.stale = checkpoint.best_val_loss, checkpoint.stale_epochs
+
+    @property
+    def stopped(self) -> bool:
+        return int(self.stale.numpy()) >= self.patience
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss")
+        if loss is None or not math.isfinite(loss):
+            return
+        if loss < float(self.best.numpy()):
+            self.best.assign(loss)
+            self.stale.assign(0)
+        else:
+            self.stale.assign_add(1)
+        if self.stopped:
+            self.model.stop_training = True
+            print(
+                f"early stopping after epoch {epoch + 1}: no lower validation loss than "
+                f"{float(self.best.numpy()):.4g} for {self.patience} epochs"
+            )
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -200,19 +248,30 @@ class NaNGuard(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training before an epoch that would end past `minutes` of this run's time.
+    """Stops training before an epoch that would end past `minutes` of training time.
 
-    The next epoch is expected to take as long as the mean of this run's epochs so far
-    (validation included). With a `horizon` variable (the steps a `FittedSchedule`
-    decays over), each epoch sets it to the steps of the epochs expected to fit, at most
-    the planned `epochs`, so the learning rate has decayed when time runs out.
+    The time counts the epochs of earlier invocations of a resumed run (`spent_seconds`
+    for its first `done_epochs`, from the checkpoint). The next epoch is expected to take
+    as long as the mean epoch so far (validation included). With a `horizon` variable (the
+    steps a `FittedSchedule` decays over), it is set at the start and after each epoch to
+    the steps of the epochs expected to fit, at most the planned `epochs`, so the learning
+    rate has decayed when time runs out.
 
     Under multi_worker (pass its `strategy`), the workers decide on their mean time, so
     all of them stop after the same epoch: one that went on alone would fail in its next
     all-reduce, its peers gone.
     """
 
-    def __init__(self, minutes: float, horizon=None, epochs=0, steps_per_epoch=0, strategy=None):
+    def __init__(
+        self,
+        minutes: float,
+        horizon=None,
+        epochs=0,
+        steps_per_epoch=0,
+        strategy=None,
+        spent_seconds=0.0,
+        done_epochs=0,
+    ):
         super().__init__()
         self.seconds = 60.0 * minutes
         self.horizon = horizon
@@ -220,15 +279,30 @@ class TimeBudget(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.strategy = strategy
         self.stopped_after = None
+        self.spent_seconds = spent_seconds if done_epochs else 0.0
+        self.done_epochs = done_epochs if spent_seconds else 0  # unknown time: none timed
         self._start = self._epochs = 0
+
+    def epochs_that_fit(self, elapsed: float | None = None) -> int | None:
+        """More epochs expected to fit in the time left (None before any timed epoch)."""
+        timed = self.done_epochs + self._epochs
+        if not timed:
+            return None
+        elapsed = self._elapsed() if elapsed is None else elapsed
+        return int((self.seconds - elapsed) // (elapsed / timed))
 
     def on_train_begin(self, logs=None):
         self._start, self._epochs = time.monotonic(), 0
+        more = self.epochs_that_fit(self.spent_seconds)
+        if more is not None and self.horizon is not None:
+            self.horizon.assign(
+                float(min(self.epochs, self.done_epochs + max(more, 0)) * self.steps_per_epoch)
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs += 1
         elapsed = self._elapsed()
-        more = int((self.seconds - elapsed) // (elapsed / self._epochs))  # epochs that fit
+        more = self.epochs_that_fit(elapsed)
         if more < 1:
             self.stopped_after = epoch + 1
             self.model.stop_training = True
@@ -246,7 +320,7 @@ class TimeBudget(keras.callbacks.Callback):
                 )
 
     def _elapsed(self) -> float:
-        elapsed = time.monotonic() - self._start
+        elapsed = self.spent_seconds + time.monotonic() - self._start
         if self.strategy is None:
             return elapsed
         # The all-reduce hands every worker the same bits, hence the same decision.
@@ -267,10 +341,48 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return tf.train.latest_checkpoint(str(Path(run_dir) / CHECKPOINT_DIR))
 
 
+# Settings a resumed run keeps even in its task's `resumable_sections`: on a GPU, mixed
+# precision wraps the optimizer in a LossScaleOptimizer, whose variables differ.
+FIXED_SETTINGS = ("train.mixed_precision",)
+
+
+def check_unchanged(task, run_dir, saved, config, who: str) -> None:
+    """Refuses `config` if it changes `saved` beyond `task.resumable_sections`: the run's
+    weights, vocabularies and statistics were made for the saved settings."""
+
+    def flat(config):
+        return {
+            f"{section}.{key}" if isinstance(values, dict) else section: value
+            for section, values in config_lib.to_dict(config).items()
+            for key, value in (values.items() if isinstance(values, dict) else [(None, values)])
+        }
+
+    def fixed(key):
+        return key.partition(".")[0] not in task.resumable_sections or key in FIXED_SETTINGS
+
+    before, after = flat(saved), flat(config)
+    changed = [
+        f"{key}: {before[key]!r} -> {after[key]!r}"
+        for key in before
+        if fixed(key) and before[key] != after[key]
+    ]
+    if changed:
+        raise ConfigError(
+            f"{run_dir} was trained with other settings ({'; '.join(changed)}); {who} may "
+            f"change only {', '.join(task.resumable_sections)} (not {', '.join(FIXED_SETTINGS)}):"
+            " use a new --run-dir"
+        )
+
+
 def restore_model(task, run_dir: Path, overrides=()):
-    """Rebuilds a run's model from its config and restores its latest weights."""
+    """Rebuilds a run's model from its config and restores its latest weights.
+
+    `overrides` may change only the task's `resumable_sections` (`check_unchanged`).
+    """
     run_dir = Path(run_dir)
-    config = config_lib.load(task.config_class, run_dir, overrides)
+    saved = config_lib.load(task.config_class, run_dir)
+    config = config_lib.override(saved, overrides=overrides) if overrides else saved
+    check_unchanged(task, run_dir, saved, config, "evaluate or export")
     task.check_config(config)
     latest = latest_checkpoint(run_dir)
     if latest is None:
@@ -320,8 +432,6 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     strategy = make_strategy(train_cfg.strategy)
     chief = is_chief(strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if chief:
-        config_lib.save(config, run_dir)
 
     multi_worker = train_cfg.strategy == "multi_worker"
     train_ds, val_ds = task.datasets(config, data, run_dir)
@@ -337,6 +447,9 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
             tf.data.experimental.AutoShardPolicy.DATA
         )
     train_ds = train_ds.with_options(options)
+    if train_cfg.steps_per_epoch:
+        # An epoch is the next steps_per_epoch batches of an endless stream.
+        train_ds = train_ds.repeat()
     val_ds = val_ds.with_options(options) if val_ds is not None else None
     steps_per_epoch = train_cfg.steps_per_epoch or _cardinality(train_ds)
     if steps_per_epoch is None and train_cfg.lr_schedule != "constant":
@@ -377,28 +490,50 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     if initial_epoch >= train_cfg.epochs:
         print(f"{run_dir}: already trained {initial_epoch} epochs (asked for {train_cfg.epochs})")
         return summary
-    if initial_epoch:
-        print(f"{run_dir}: resuming after epoch {initial_epoch}")
 
     nan_guard = NaNGuard()
-    callbacks = [nan_guard, checkpoint, *task.callbacks(config, run_dir)]
-    if chief:
-        callbacks += [
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-            keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        ]
-    if train_cfg.time_limit_minutes:
-        callbacks.append(
-            TimeBudget(
-                train_cfg.time_limit_minutes,
-                horizon,
-                train_cfg.epochs,
-                steps_per_epoch or 1,
-                strategy=strategy if multi_worker else None,
-            )
-        )
+    callbacks = [nan_guard, *task.callbacks(config, run_dir)]
     if train_cfg.early_stopping_patience and val_ds is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=train_cfg.early_stopping_patience))
+        early_stopping = EarlyStopping(train_cfg.early_stopping_patience, checkpoint)
+        if early_stopping.stopped:
+            print(
+                f"{run_dir}: stopped early after epoch {initial_epoch} (no lower validation "
+                f"loss for {early_stopping.patience} epochs); raise "
+                "train.early_stopping_patience to train on"
+            )
+            return summary
+        callbacks.append(early_stopping)
+    if train_cfg.time_limit_minutes:
+        budget = TimeBudget(
+            train_cfg.time_limit_minutes,
+            horizon,
+            train_cfg.epochs,
+            steps_per_epoch or 1,
+            strategy=strategy if multi_worker else None,
+            spent_seconds=float(checkpoint.seconds.numpy()),
+            done_epochs=initial_epoch,
+        )
+        more = budget.epochs_that_fit(budget.spent_seconds)
+        if more is not None and more < 1:
+            print(
+                f"{run_dir}: time limit: {budget.spent_seconds / 60:.1f} of "
+                f"{train_cfg.time_limit_minutes:g} minutes trained; another epoch would not fit"
+            )
+            return summary
+        callbacks.append(budget)
+    if chief:
+        # Before the checkpoint, so every saved epoch has its row; rows of epochs that were
+        # not saved (a NaN, a kill) are dropped when the run resumes.
+        history = run_dir / "history.csv"
+        _keep_history_rows(history, initial_epoch)
+        callbacks.append(keras.callbacks.CSVLogger(str(history), append=True))
+    callbacks.append(checkpoint)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
+        # Saved once every setting has been used: a value that fails above is not kept.
+        config_lib.save(config, run_dir)
+    if initial_epoch:
+        print(f"{run_dir}: resuming after epoch {initial_epoch}")
     started = time.monotonic()
     with warnings.catch_warnings():
         # Keras warns at the end of every epoch of a dataset of unknown size; that is expected.
@@ -425,6 +560,7 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     summary["epochs"] = int(checkpoint.epoch.numpy())
     summary["steps"] = int(model.optimizer.iterations.numpy())
     summary["fit_seconds"] = round(time.monotonic() - started, 1)
+    summary["trained_seconds"] = round(float(checkpoint.seconds.numpy()), 1)  # all runs
     summary["logs"] = {key: float(values[-1]) for key, values in history.history.items()}
     if chief:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -460,6 +596,17 @@ def _patch_keras_for_multi_worker(model) -> None:
 
     reduce_per_replica._rnnsuite_patched = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _keep_history_rows(path: Path, epochs: int) -> None:
+    """Keeps the header and the rows of the first `epochs` epochs of a history CSV."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    rows = [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()]
+    kept = [row for row in rows if int(row.split(",", 1)[0]) < epochs]
+    if len(kept) < len(lines) - 1:
+        path.write_text("".join(lines[:1] + kept))
 
 
 def _cardinality(dataset) -> int | None:

@@ -113,24 +113,38 @@ def test_a_contract_task_that_is_not_installed_says_so(toy_cli, tmp_path, capsys
     assert "not available in this version" in capsys.readouterr().err
 
 
+def _made_run(toy_cli, run_dir, preset="small"):
+    """A run dir trained for one epoch; returns its config.yaml."""
+    assert (
+        toy_cli(["toy", "train", "--run-dir", str(run_dir), "--preset", preset, "--epochs", "1"])
+        == 0
+    )
+    return (run_dir / "config.yaml").read_text()
+
+
 def test_a_run_dir_of_another_preset_is_refused(toy_cli, tmp_path, capsys):
-    (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "tiny", "data": None}))
+    _made_run(toy_cli, tmp_path, "tiny")
     assert toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--preset", "base"]) == 2
     assert "trained with preset 'tiny'" in capsys.readouterr().err
 
 
-def _made_run(tmp_path, data=None):
-    """A run dir as `train` leaves it before its first checkpoint: run.json, config.yaml."""
-    from shared import config as config_lib
+def test_a_run_killed_before_its_first_checkpoint_starts_afresh(toy_cli, tmp_path, capsys):
+    (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "tiny", "data": None}))
+    assert (
+        toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--preset", "small", "--epochs", "1"])
+        == 0
+    )
+    assert json.loads((tmp_path / "run.json").read_text())["preset"] == "small"
 
-    config = config_lib.resolve(ToyTask.config_class, ToyTask.presets, "small")
-    config_lib.save(config, tmp_path)
-    (tmp_path / "run.json").write_text(json.dumps({"task": "toy", "preset": "small", "data": data}))
-    return (tmp_path / "config.yaml").read_text()
+
+def test_a_run_dir_that_is_a_file_is_refused(toy_cli, tmp_path, capsys):
+    (tmp_path / "run").write_text("")
+    assert toy_cli(["toy", "train", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_resumed_run_may_not_change_its_model(toy_cli, tmp_path, capsys):
-    saved = _made_run(tmp_path)
+    saved = _made_run(toy_cli, tmp_path)
     argv = ["toy", "train", "--run-dir", str(tmp_path), "--set", "model.units=8"]
     assert toy_cli(argv) == 2
     err = capsys.readouterr().err
@@ -139,7 +153,7 @@ def test_a_resumed_run_may_not_change_its_model(toy_cli, tmp_path, capsys):
 
 
 def test_a_resumed_run_may_not_change_its_data(toy_cli, tmp_path, capsys):
-    _made_run(tmp_path)
+    _made_run(toy_cli, tmp_path)
     other = tmp_path / "other.tsv"
     assert toy_cli(["toy", "train", "--run-dir", str(tmp_path), "--data", str(other)]) == 2
     assert f"trained on the embedded corpus, not {other}" in capsys.readouterr().err

@@ -70,6 +70,7 @@ def test_bad_values_and_syntax_are_refused():
         ("train.batch_size=0", "train.batch_size=0: must be at least 1"),
         ("train.warmup_steps=-5", "train.warmup_steps=-5: must be at least 0"),
         ("train.learning_rate=0", "train.learning_rate=0.0: must be above 0"),
+        ("train.time_limit_minutes=.nan", "train.time_limit_minutes=nan: must be a finite"),
     ],
 )
 def test_shared_settings_out_of_range_are_refused(override, message):

@@ -130,6 +130,68 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert summary["steps"] == 4 * STEPS
 
 
+def test_history_keeps_one_row_per_saved_epoch(tmp_path):
+    train(ToyTask(), toy_config(epochs=2), tmp_path)
+    # A kill after an epoch's row was written but before its checkpoint was saved:
+    with open(tmp_path / "history.csv", "a") as handle:
+        handle.write("2,0.5,0.5,0.5,0.5\n")
+    train(ToyTask(), toy_config(epochs=3), tmp_path)
+    assert history_epochs(tmp_path) == [0, 1, 2]
+
+
+def test_steps_per_epoch_is_honoured_past_the_end_of_the_data(tmp_path):
+    summary = train(ToyTask(), toy_config(epochs=3, steps_per_epoch=STEPS - 2), tmp_path)
+    assert summary["steps"] == 3 * (STEPS - 2)
+
+
+def test_the_time_limit_counts_the_time_of_earlier_runs(tmp_path):
+    first = train(ToyTask(), toy_config(epochs=2), tmp_path)
+    assert first["trained_seconds"] > 0
+    # The budget was spent by the first run (two epochs of ~1 s against 60 ms): no more.
+    summary = train(ToyTask(), toy_config(epochs=4, time_limit_minutes=0.001), tmp_path)
+    assert summary["epochs"] == 2 and history_epochs(tmp_path) == [0, 1]
+
+
+def test_an_extended_time_limited_run_plans_its_decay_anew(monkeypatch):
+    clock = iter([100.0])
+    monkeypatch.setattr(training.time, "monotonic", lambda: next(clock))
+    horizon = tf.Variable(200.0)  # the first run's plan: 2 epochs of 100 steps
+    budget = training.TimeBudget(
+        60, horizon, epochs=4, steps_per_epoch=100, spent_seconds=20.0, done_epochs=2
+    )
+    budget.on_train_begin()
+    assert float(horizon.numpy()) == 400.0  # 10 s epochs, an hour left: all 4 fit
+
+
+def test_early_stopping_is_remembered_by_the_checkpoint(tmp_path):
+    checkpoint = training.RunCheckpoint(tmp_path, tf.keras.Sequential(), tf.keras.optimizers.Adam())
+    stopping = training.EarlyStopping(2, checkpoint)
+    stopping.set_model(type("Model", (), {"stop_training": False})())
+    for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7]):
+        stopping.on_epoch_end(epoch, {"val_loss": loss})
+    assert stopping.model.stop_training
+    # A resumed run restores these variables: its new callback is stopped already.
+    assert training.EarlyStopping(2, checkpoint).stopped
+    assert not training.EarlyStopping(3, checkpoint).stopped  # a larger patience trains on
+
+
+def test_a_resumed_run_with_a_bad_setting_keeps_its_config(tmp_path):
+    train(ToyTask(), toy_config(epochs=1), tmp_path)
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="unknown lr_schedule 'Cosine'"):
+        train(ToyTask(), toy_config(epochs=2, lr_schedule="Cosine"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == saved
+
+
+def test_evaluate_may_change_only_the_resumable_settings(tmp_path):
+    train(ToyTask(), toy_config(epochs=1), tmp_path)
+    with pytest.raises(ConfigError, match="model.units: 24 -> 8.*evaluate or export may"):
+        restore_model(ToyTask(), tmp_path, ["model.units=8"])
+    with pytest.raises(ConfigError, match="train.mixed_precision"):
+        restore_model(ToyTask(), tmp_path, ["train.mixed_precision=true"])
+    restore_model(ToyTask(), tmp_path, ["train.batch_size=7"])
+
+
 class NaNTask(ToyTask):
     def compile_args(self, config):
         return {"loss": lambda y, p: tf.reduce_mean(p) * float("nan")}
@@ -140,6 +202,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match="NaN.*epoch 2, batch 1.*epoch 1"):
         train(NaNTask(), toy_config(epochs=2), tmp_path)
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("-1")
+    train(ToyTask(), toy_config(epochs=2), tmp_path)  # the NaN epoch's row is not kept
+    assert history_epochs(tmp_path) == [0, 1]
 
 
 def test_mixed_precision_trains(tmp_path):
@@ -198,7 +262,8 @@ def test_two_local_cpu_workers_train_together(tmp_path):
         "training.time = fast if sys.argv[3] == '1' else time;"
         "cfg = config.resolve(ToyConfig, overrides=['train.epochs=3', 'train.steps_per_epoch=4',"
         " 'train.strategy=multi_worker', 'train.time_limit_minutes=5']);"
-        "summary = training.train(ToyTask(), cfg, sys.argv[2]); summary.pop('fit_seconds');"
+        "summary = training.train(ToyTask(), cfg, sys.argv[2]);"
+        "summary.pop('fit_seconds'); summary.pop('trained_seconds');"
         "print('SUMMARY', summary)"
     )
     workers = []
