@@ -166,15 +166,20 @@ class RunCheckpoint(keras.callbacks.Callback):
         if horizon is not None:
             self._objects["lr_horizon"] = horizon
         self._checkpoint = tf.train.Checkpoint(**self._objects)
-        directory = Path(run_dir) / CHECKPOINT_DIR
+        self._directory = Path(run_dir) / CHECKPOINT_DIR
+        directory = self._directory
         if not chief:
             directory = Path(run_dir) / ".workers" / f"{os.getpid()}"
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), keep)
         self._started = self._seconds_before = 0.0
 
     def restore(self) -> int:
-        """Restores the latest checkpoint if any; returns the number of finished epochs."""
-        latest = self._manager.latest_checkpoint
+        """Restores the latest checkpoint if any; returns the number of finished epochs.
+
+        Every worker restores the chief's checkpoint (the run dir is shared under
+        multi_worker), so all of them resume from the same epoch with the same weights.
+        """
+        latest = tf.train.latest_checkpoint(str(self._directory))
         if latest:
             # Checkpoints of older versions, or of a run that gains a time limit on resume,
             # lack some of the loop's state: it keeps its initial values.

@@ -249,53 +249,70 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.multiworker
-def test_two_local_cpu_workers_train_together(tmp_path):
+# Worker 1's clock may run a million times fast (`fast_clock`); each prints its summary.
+WORKER_SCRIPT = (
+    "import sys, time, types; sys.path.insert(0, sys.argv[1]);"
+    "from toy import ToyTask, ToyConfig; from shared import config, training;"
+    "fast = types.SimpleNamespace(monotonic=lambda: 1e6 * time.monotonic());"
+    "training.time = fast if sys.argv[3] == '1' else time;"
+    "cfg = config.resolve(ToyConfig, overrides=['train.steps_per_epoch=4',"
+    " 'train.strategy=multi_worker', *sys.argv[4:]]);"
+    "summary = training.train(ToyTask(), cfg, sys.argv[2]);"
+    "summary.pop('fit_seconds'); summary.pop('trained_seconds');"
+    "print('SUMMARY', summary)"
+)
+
+
+def _train_two_workers(run_dirs, overrides, fast_clock=False) -> list[str]:
+    """Trains the toy task on two local workers; returns their printed summaries."""
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-    # Worker 1's clock runs a million times fast: alone it would stop after the first epoch
-    # while worker 0, far from the 5-minute limit, went on (and failed in its next all-reduce).
-    script = (
-        "import sys, time, types; sys.path.insert(0, sys.argv[1]);"
-        "from toy import ToyTask, ToyConfig; from shared import config, training;"
-        "fast = types.SimpleNamespace(monotonic=lambda: 1e6 * time.monotonic());"
-        "training.time = fast if sys.argv[3] == '1' else time;"
-        "cfg = config.resolve(ToyConfig, overrides=['train.epochs=3', 'train.steps_per_epoch=4',"
-        " 'train.strategy=multi_worker', 'train.time_limit_minutes=5']);"
-        "summary = training.train(ToyTask(), cfg, sys.argv[2]);"
-        "summary.pop('fit_seconds'); summary.pop('trained_seconds');"
-        "print('SUMMARY', summary)"
-    )
     workers = []
-    for index in range(2):
+    for index, run_dir in enumerate(run_dirs):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = dict(os.environ, TF_CONFIG=tf_config)
+        fast = "1" if fast_clock and index == 1 else "0"
+        argv = [sys.executable, "-c", WORKER_SCRIPT, str(TESTS_DIR), str(run_dir), fast]
         workers.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    script,
-                    str(TESTS_DIR),
-                    str(tmp_path / f"run{index}"),
-                    str(index),
-                ],
-                env=env,
+                [*argv, *overrides],
+                env=dict(os.environ, TF_CONFIG=tf_config),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         )
     outputs = [worker.communicate(timeout=300) for worker in workers]
-    summaries = []
-    for worker, (out, err) in zip(workers, outputs, strict=True):
+    for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err[-3000:]
-        summaries.append(out.split("SUMMARY", 1)[1].strip())
+    return [out.split("SUMMARY", 1)[1].strip() for out, _ in outputs]
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_two_local_cpu_workers_train_together(tmp_path):
+    # Worker 1's clock runs a million times fast: alone it would stop after the first epoch
+    # while worker 0, far from the 5-minute limit, went on (and failed in its next all-reduce).
+    run_dirs = [tmp_path / "run0", tmp_path / "run1"]
+    summaries = _train_two_workers(
+        run_dirs, ["train.epochs=3", "train.time_limit_minutes=5"], fast_clock=True
+    )
+    for summary in summaries:
         # Both stopped on their mean time (half a million times real time): after epoch 1.
-        assert "'epochs': 1" in summaries[-1] and "'steps': 4" in summaries[-1]
+        assert "'epochs': 1" in summary and "'steps': 4" in summary
     # Gradients were all-reduced: both workers end with the same weights, hence the same logs.
     assert summaries[0] == summaries[1]
     # Only the chief (worker 0) writes the run dir's shared files.
     assert history_epochs(tmp_path / "run0") == [0]
     assert tf.train.latest_checkpoint(str(tmp_path / "run0" / "checkpoints")).endswith("-1")
     assert not (tmp_path / "run1" / "history.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.multiworker
+def test_two_workers_resume_from_the_chiefs_checkpoint(tmp_path):
+    run_dirs = [tmp_path / "run"] * 2  # a shared run dir
+    _train_two_workers(run_dirs, ["train.epochs=1"])
+    summaries = _train_two_workers(run_dirs, ["train.epochs=2"])
+    for summary in summaries:
+        assert "'resumed_from_epoch': 1" in summary and "'steps': 8" in summary
+    assert summaries[0] == summaries[1]
+    assert history_epochs(tmp_path / "run") == [0, 1]
