@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -97,9 +96,9 @@ def main(argv=None) -> int:
     if args.data_dir:
         os.environ["RNNSUITE_DATA_DIR"] = str(args.data_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _import_tensorflow_quietly()
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
+        _import_tensorflow_quietly()
         return _run(args)
     except RnnsuiteError as error:
         print(f"rnnsuite: error: {error}", file=sys.stderr)
@@ -115,33 +114,47 @@ def main(argv=None) -> int:
 
 
 # TensorFlow's info and warning lines from before absl's logging is set up.
-_STARTUP_NOTICE = re.compile(
+_STARTUP_NOTICE = (
     r"WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ \S+\] "
 )
+# Passes on the lines it reads that are not start-up notices.
+_SIEVE = f"""
+import re, sys
+notice = re.compile({_STARTUP_NOTICE!r})
+sys.stdin.reconfigure(errors="replace")
+for line in sys.stdin:
+    if not notice.match(line):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+"""
 
 
 def _import_tensorflow_quietly() -> None:
     """Imports TensorFlow without its start-up notices, unless TF_CPP_MIN_LOG_LEVEL=0.
 
     TensorFlow 2.21 logs oneDNN and CUDA notices (six lines) before absl's logging is set
-    up, where TF_CPP_MIN_LOG_LEVEL does not reach them. What else the import writes to
-    stderr (errors, Python warnings) is passed on.
+    up, where TF_CPP_MIN_LOG_LEVEL does not reach them. During the import, stderr goes
+    through a small process that drops those lines and passes on everything else as it
+    comes: that process outlives this one, so a fatal error's message still shows.
     """
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
+    try:
+        sys.stderr.flush()
         stderr = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        finally:
-            os.dup2(stderr, 2)
-            os.close(stderr)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not _STARTUP_NOTICE.match(line):
-                    sys.stderr.write(line)
+    except (AttributeError, OSError, ValueError):  # no stderr, or not a file descriptor
+        import tensorflow  # noqa: F401
+
+        return
+    sieve = subprocess.Popen([sys.executable, "-c", _SIEVE], stdin=subprocess.PIPE)
+    os.dup2(sieve.stdin.fileno(), 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        sieve.stdin.close()
+        sieve.wait()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -194,8 +207,6 @@ def _train(task, args) -> int:
     if args.run_dir.exists() and not args.run_dir.is_dir():
         raise RnnsuiteError(f"--run-dir {args.run_dir}: a file, not a folder")
     run = _run_of(task, args.run_dir)
-    if run and latest_checkpoint(args.run_dir) is None:
-        run = {}  # nothing was trained (a first run killed early): start afresh
     if run:
         if args.preset and args.preset != run["preset"]:
             raise RnnsuiteError(

@@ -41,7 +41,8 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 1e-3
-    # constant | cosine | exponential; cosine and exponential decay over all planned steps.
+    # constant | cosine | exponential; cosine and exponential decay over the planned steps
+    # after the warm-up.
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     clipnorm: float = 1.0
@@ -49,9 +50,10 @@ class TrainConfig:
     # Stop when the validation loss has not improved for this many epochs (0 = never).
     early_stopping_patience: int = 0
     steps_per_epoch: int | None = None
-    # Wall-clock budget in minutes (0 = none): training stops after the last epoch that is
-    # expected to end within it (epochs are never cut short, so checkpoints stay whole),
-    # and a decaying lr_schedule decays over the epochs that fit when fewer than planned.
+    # Budget of training time in minutes, earlier runs of a resumed run dir included (0 =
+    # none): training stops after the last epoch that is expected to end within it (epochs
+    # are never cut short, so checkpoints stay whole), and a decaying lr_schedule decays
+    # over the epochs that fit when fewer than planned.
     time_limit_minutes: float = 0.0
     seed: int = 1234
     mixed_precision: bool = False

@@ -6,8 +6,8 @@ again on the same run dir continues from the last finished epoch, also after Ctr
 a kill. A run dir holds:
 
     config.yaml      the resolved config
-    checkpoints/     tf.train checkpoints of model, optimizer and epoch counter
-    history.csv      one row per epoch (appended across resumes)
+    checkpoints/     tf.train checkpoints of model, optimizer and the loop's state
+    history.csv      one row per saved epoch (appended across resumes)
     logs/            TensorBoard
     (task assets)    vocabularies, normalisation statistics
 """
@@ -88,7 +88,9 @@ def make_optimizer(
         raise ConfigError(
             f"unknown lr_schedule {train.lr_schedule!r}; choose constant, cosine or exponential"
         )
-    if warmup:
+    if warmup or not callable(schedule):
+        # Always a schedule: a plain rate would be an optimizer variable, and a resumed run
+        # that changed to a schedule could not restore the checkpoint's variables.
         schedule = LinearWarmup(schedule, warmup)
     if horizon is not None and isinstance(
         schedule, keras.optimizers.schedules.LearningRateSchedule
@@ -115,7 +117,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        warming = self._rate(0.0) * step / self.warmup_steps
+        warming = self._rate(0.0) * step / max(self.warmup_steps, 1)
         after = self._rate(tf.maximum(step - self.warmup_steps, 0.0))
         return tf.where(step < self.warmup_steps, warming, after)
 
@@ -139,7 +141,8 @@ class RunCheckpoint(keras.callbacks.Callback):
     """Saves model, optimizer and the loop's state after every finished epoch.
 
     The loop's state is what a resumed run needs to go on as if never stopped: the epochs
-    finished, the training time they took (`train.time_limit_minutes` counts it), and the
+    finished, the training time of the `timed_epochs` among them (checkpoints of older
+    versions timed none; `train.time_limit_minutes` counts it), and the
     early-stopping count (`best_val_loss`, `stale_epochs`), plus a time-limited run's
     `lr_horizon`. `tf.train.CheckpointManager` writes the files before it moves its index,
     so a kill during a save leaves the previous checkpoint intact. An epoch whose loss is
@@ -148,18 +151,20 @@ class RunCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, run_dir: Path, model, optimizer, keep: int = 3, chief: bool = True, horizon=None
+        self, run_dir: Path, model, optimizer, keep: int = 3, scratch_dir=None, horizon=None
     ):
         super().__init__()
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-        self.best_val_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        self.seconds = tf.Variable(0.0, trainable=False, name="seconds")
+        self.timed_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_val_loss = tf.Variable(math.inf, trainable=False)
         self.stale_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._objects = {
             "model": model_variables(model),
             "optimizer": list(optimizer.variables),
             "epoch": self.epoch,
             "seconds": self.seconds,
+            "timed_epochs": self.timed_epochs,
             "best_val_loss": self.best_val_loss,
             "stale_epochs": self.stale_epochs,
         }
@@ -167,11 +172,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             self._objects["lr_horizon"] = horizon
         self._checkpoint = tf.train.Checkpoint(**self._objects)
         self._directory = Path(run_dir) / CHECKPOINT_DIR
-        directory = self._directory
-        if not chief:
-            directory = Path(run_dir) / ".workers" / f"{os.getpid()}"
+        # A non-chief worker saves to its `scratch_dir`, and restores the chief's checkpoint.
+        directory = scratch_dir or self._directory
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), keep)
         self._started = self._seconds_before = 0.0
+        self._timed_before = self._epochs = 0
+
+    def saved_epochs(self) -> int:
+        """The epochs finished by the latest checkpoint (its number), without restoring it."""
+        latest = tf.train.latest_checkpoint(str(self._directory))
+        return int(latest.rpartition("-")[2]) if latest else 0
 
     def restore(self) -> int:
         """Restores the latest checkpoint if any; returns the number of finished epochs.
@@ -190,13 +200,16 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._started, self._seconds_before = time.monotonic(), float(self.seconds.numpy())
+        self._timed_before, self._epochs = int(self.timed_epochs.numpy()), 0
 
     def on_epoch_end(self, epoch, logs=None):
+        self._epochs += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             return
         self.epoch.assign(epoch + 1)
         self.seconds.assign(self._seconds_before + time.monotonic() - self._started)
+        self.timed_epochs.assign(self._timed_before + self._epochs)
         self._manager.save(checkpoint_number=epoch + 1)
 
 
@@ -255,8 +268,9 @@ class NaNGuard(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stops training before an epoch that would end past `minutes` of training time.
 
-    The time counts the epochs of earlier invocations of a resumed run (`spent_seconds`
-    for its first `done_epochs`, from the checkpoint). The next epoch is expected to take
+    The time counts the earlier runs of a resumed run dir (`spent_seconds` for its
+    `timed_epochs`, from the checkpoint; it resumes after `initial_epoch`). The next epoch
+    is expected to take
     as long as the mean epoch so far (validation included). With a `horizon` variable (the
     steps a `FittedSchedule` decays over), it is set at the start and after each epoch to
     the steps of the epochs expected to fit, at most the planned `epochs`, so the learning
@@ -275,7 +289,8 @@ class TimeBudget(keras.callbacks.Callback):
         steps_per_epoch=0,
         strategy=None,
         spent_seconds=0.0,
-        done_epochs=0,
+        timed_epochs=0,
+        initial_epoch=0,
     ):
         super().__init__()
         self.seconds = 60.0 * minutes
@@ -284,13 +299,13 @@ class TimeBudget(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.strategy = strategy
         self.stopped_after = None
-        self.spent_seconds = spent_seconds if done_epochs else 0.0
-        self.done_epochs = done_epochs if spent_seconds else 0  # unknown time: none timed
+        self.spent_seconds, self.timed_epochs = spent_seconds, timed_epochs
+        self.initial_epoch = initial_epoch
         self._start = self._epochs = 0
 
     def epochs_that_fit(self, elapsed: float | None = None) -> int | None:
         """More epochs expected to fit in the time left (None before any timed epoch)."""
-        timed = self.done_epochs + self._epochs
+        timed = self.timed_epochs + self._epochs
         if not timed:
             return None
         elapsed = self._elapsed() if elapsed is None else elapsed
@@ -301,7 +316,7 @@ class TimeBudget(keras.callbacks.Callback):
         more = self.epochs_that_fit(self.spent_seconds)
         if more is not None and self.horizon is not None:
             self.horizon.assign(
-                float(min(self.epochs, self.done_epochs + max(more, 0)) * self.steps_per_epoch)
+                float(min(self.epochs, self.initial_epoch + max(more, 0)) * self.steps_per_epoch)
             )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -437,6 +452,10 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     strategy = make_strategy(train_cfg.strategy)
     chief = is_chief(strategy)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if chief and latest_checkpoint(run_dir) is None:
+        # A fresh run's settings are its run dir's from the start: one killed before its
+        # first checkpoint resumes with them (and with the assets made for them).
+        config_lib.save(config, run_dir)
 
     multi_worker = train_cfg.strategy == "multi_worker"
     train_ds, val_ds = task.datasets(config, data, run_dir)
@@ -479,12 +498,13 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
             model,
             model.optimizer,
             keep=train_cfg.keep_checkpoints,
-            chief=chief,
+            scratch_dir=None if chief else worker_scratch_dir(run_dir, strategy),
             horizon=horizon,
         )
-        initial_epoch = checkpoint.restore()
-        if multi_worker:
+        if multi_worker:  # before the restore, whose variables are all-reduced
+            _check_workers_agree(strategy, checkpoint.saved_epochs())
             _patch_keras_for_multi_worker(model)
+        initial_epoch = checkpoint.restore()
 
     summary = {
         "resumed_from_epoch": initial_epoch,
@@ -516,7 +536,8 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
             steps_per_epoch or 1,
             strategy=strategy if multi_worker else None,
             spent_seconds=float(checkpoint.seconds.numpy()),
-            done_epochs=initial_epoch,
+            timed_epochs=int(checkpoint.timed_epochs.numpy()),
+            initial_epoch=initial_epoch,
         )
         more = budget.epochs_that_fit(budget.spent_seconds)
         if more is not None and more < 1:
@@ -535,7 +556,8 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     callbacks.append(checkpoint)
     if chief:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False))
-        # Saved once every setting has been used: a value that fails above is not kept.
+        # A resumed run's changed settings are saved once used: a value that failed above
+        # is not kept.
         config_lib.save(config, run_dir)
     if initial_epoch:
         print(f"{run_dir}: resuming after epoch {initial_epoch}")
@@ -554,7 +576,7 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
             verbose=train_cfg.verbose,
         )
     if not chief:
-        shutil.rmtree(run_dir / ".workers", ignore_errors=True)
+        shutil.rmtree(worker_scratch_dir(run_dir, strategy), ignore_errors=True)
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
         raise TrainingError(
@@ -570,6 +592,27 @@ def _train(task, config, run_dir: Path, data: str | None) -> dict:
     if chief:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def worker_scratch_dir(run_dir, strategy=None) -> Path:
+    """Where a non-chief worker writes its checkpoints (every worker must take part in a
+    save), one folder per worker of the cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    name = f"{resolver.task_type}-{resolver.task_id}" if resolver else f"pid-{os.getpid()}"
+    return Path(run_dir) / ".workers" / name
+
+
+def _check_workers_agree(strategy, initial_epoch: int) -> None:
+    """Refuses a multi_worker run whose workers restored different epochs (a run dir that
+    is not shared): they would wait on each other's all-reduce for ever."""
+    # All equal exactly when n * sum(e²) == sum(e)² (only SUM and MEAN reduce).
+    local = strategy.run(lambda: tf.constant([initial_epoch, initial_epoch**2], tf.int64))
+    total, squares = strategy.reduce(tf.distribute.ReduceOp.SUM, local, axis=None).numpy()
+    if strategy.num_replicas_in_sync * squares != total**2:
+        raise TrainingError(
+            f"the workers resume from different epochs (this one from {initial_epoch}): a "
+            "multi_worker run dir must be on a file system every worker shares"
+        )
 
 
 def _patch_keras_for_multi_worker(model) -> None:

@@ -157,22 +157,35 @@ def test_an_extended_time_limited_run_plans_its_decay_anew(monkeypatch):
     monkeypatch.setattr(training.time, "monotonic", lambda: next(clock))
     horizon = tf.Variable(200.0)  # the first run's plan: 2 epochs of 100 steps
     budget = training.TimeBudget(
-        60, horizon, epochs=4, steps_per_epoch=100, spent_seconds=20.0, done_epochs=2
+        60, horizon, 4, 100, spent_seconds=20.0, timed_epochs=2, initial_epoch=2
     )
     budget.on_train_begin()
     assert float(horizon.numpy()) == 400.0  # 10 s epochs, an hour left: all 4 fit
 
 
 def test_early_stopping_is_remembered_by_the_checkpoint(tmp_path):
-    checkpoint = training.RunCheckpoint(tmp_path, tf.keras.Sequential(), tf.keras.optimizers.Adam())
-    stopping = training.EarlyStopping(2, checkpoint)
+    def checkpoint():
+        return training.RunCheckpoint(tmp_path, tf.keras.Sequential(), tf.keras.optimizers.Adam())
+
+    first = checkpoint()
+    stopping = training.EarlyStopping(2, first)
     stopping.set_model(type("Model", (), {"stop_training": False})())
+    first.on_train_begin()
     for epoch, loss in enumerate([1.0, 0.5, 0.6, 0.7]):
         stopping.on_epoch_end(epoch, {"val_loss": loss})
+        first.on_epoch_end(epoch, {"loss": loss})
     assert stopping.model.stop_training
-    # A resumed run restores these variables: its new callback is stopped already.
-    assert training.EarlyStopping(2, checkpoint).stopped
-    assert not training.EarlyStopping(3, checkpoint).stopped  # a larger patience trains on
+    # A resumed run restores the count: its new callback is stopped already.
+    resumed = checkpoint()
+    assert resumed.restore() == 4
+    assert training.EarlyStopping(2, resumed).stopped
+    assert not training.EarlyStopping(3, resumed).stopped  # a larger patience trains on
+
+
+def test_a_resumed_run_may_change_its_learning_rate_schedule(tmp_path):
+    train(ToyTask(), toy_config(epochs=1), tmp_path)
+    summary = train(ToyTask(), toy_config(epochs=2, lr_schedule="cosine", warmup_steps=5), tmp_path)
+    assert summary["epochs"] == 2
 
 
 def test_a_resumed_run_with_a_bad_setting_keeps_its_config(tmp_path):
@@ -263,8 +276,9 @@ WORKER_SCRIPT = (
 )
 
 
-def _train_two_workers(run_dirs, overrides, fast_clock=False) -> list[str]:
-    """Trains the toy task on two local workers; returns their printed summaries."""
+def _train_two_workers(run_dirs, overrides, fast_clock=False, fails=False) -> list[str]:
+    """Trains the toy task on two local workers; returns their printed summaries (or, when
+    they `fails`, their stderr)."""
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
     workers = []
     for index, run_dir in enumerate(run_dirs):
@@ -282,7 +296,9 @@ def _train_two_workers(run_dirs, overrides, fast_clock=False) -> list[str]:
         )
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, err[-3000:]
+        assert (worker.returncode != 0) == fails, err[-3000:]
+    if fails:
+        return [err for _, err in outputs]
     return [out.split("SUMMARY", 1)[1].strip() for out, _ in outputs]
 
 
@@ -304,6 +320,9 @@ def test_two_local_cpu_workers_train_together(tmp_path):
     assert history_epochs(tmp_path / "run0") == [0]
     assert tf.train.latest_checkpoint(str(tmp_path / "run0" / "checkpoints")).endswith("-1")
     assert not (tmp_path / "run1" / "history.csv").exists()
+    # Run dirs that are not shared: worker 0 would resume after epoch 1, worker 1 start.
+    for err in _train_two_workers(run_dirs, ["train.epochs=3"], fails=True):
+        assert "the workers resume from different epochs" in err
 
 
 @pytest.mark.slow
