@@ -195,7 +195,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             # lack some of the loop's state: it keeps its initial values.
             saved = {name.partition("/")[0] for name, _ in tf.train.list_variables(latest)}
             objects = {key: value for key, value in self._objects.items() if key in saved}
-            tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
+            try:
+                tf.train.Checkpoint(**objects).restore(latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as error:
+                reason = str(error).strip().splitlines()[0][:200]
+                raise TrainingError(
+                    f"{latest}: the model and optimizer of these settings do not match this "
+                    f"checkpoint's ({reason}); was it made on another kind of machine (mixed "
+                    "precision is float16 with loss scaling on a GPU, bfloat16 on a CPU) or "
+                    "with other settings?"
+                ) from None
         return int(self.epoch.numpy())
 
     def on_train_begin(self, logs=None):

@@ -182,6 +182,21 @@ def test_early_stopping_is_remembered_by_the_checkpoint(tmp_path):
     assert not training.EarlyStopping(3, resumed).stopped  # a larger patience trains on
 
 
+def test_a_checkpoint_that_does_not_fit_the_optimizer_is_refused_clearly(tmp_path):
+    import keras
+
+    def checkpoint(optimizer):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        optimizer.build(model.trainable_variables)
+        return training.RunCheckpoint(tmp_path, model, optimizer)
+
+    saved = checkpoint(keras.optimizers.SGD())
+    saved.on_train_begin()
+    saved.on_epoch_end(0, {"loss": 1.0})
+    with pytest.raises(TrainingError, match="ckpt-1: the model and optimizer of these settings"):
+        checkpoint(keras.optimizers.Adam()).restore()  # as a GPU's loss-scaled one would
+
+
 def test_a_resumed_run_may_change_its_learning_rate_schedule(tmp_path):
     train(ToyTask(), toy_config(epochs=1), tmp_path)
     summary = train(ToyTask(), toy_config(epochs=2, lr_schedule="cosine", warmup_steps=5), tmp_path)
