@@ -95,7 +95,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_dir:
         os.environ["RNNSUITE_DATA_DIR"] = str(args.data_dir)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ log, errors included, is not for the user of a command line: its
+    # errors that matter come back as Python exceptions ("failed call to cuInit" on a
+    # machine without a GPU does not). TF_CPP_MIN_LOG_LEVEL=0 or 2 shows it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         _import_tensorflow_quietly()
