@@ -171,16 +171,16 @@ class RunCheckpoint(keras.callbacks.Callback):
         if horizon is not None:
             self._objects["lr_horizon"] = horizon
         self._checkpoint = tf.train.Checkpoint(**self._objects)
-        self._directory = Path(run_dir) / CHECKPOINT_DIR
+        self._run_dir = Path(run_dir)
         # A non-chief worker saves to its `scratch_dir`, and restores the chief's checkpoint.
-        directory = scratch_dir or self._directory
+        directory = scratch_dir or self._run_dir / CHECKPOINT_DIR
         self._manager = tf.train.CheckpointManager(self._checkpoint, str(directory), keep)
         self._started = self._seconds_before = 0.0
-        self._timed_before = self._epochs = 0
+        self._timed_before = self._first_epoch = 0
 
     def saved_epochs(self) -> int:
         """The epochs finished by the latest checkpoint (its number), without restoring it."""
-        latest = tf.train.latest_checkpoint(str(self._directory))
+        latest = latest_checkpoint(self._run_dir)
         return int(latest.rpartition("-")[2]) if latest else 0
 
     def restore(self) -> int:
@@ -189,7 +189,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         Every worker restores the chief's checkpoint (the run dir is shared under
         multi_worker), so all of them resume from the same epoch with the same weights.
         """
-        latest = tf.train.latest_checkpoint(str(self._directory))
+        latest = latest_checkpoint(self._run_dir)
         if latest:
             # Checkpoints of older versions, or of a run that gains a time limit on resume,
             # lack some of the loop's state: it keeps its initial values.
@@ -209,16 +209,16 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._started, self._seconds_before = time.monotonic(), float(self.seconds.numpy())
-        self._timed_before, self._epochs = int(self.timed_epochs.numpy()), 0
+        self._timed_before = int(self.timed_epochs.numpy())
+        self._first_epoch = int(self.epoch.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
-        self._epochs += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             return
         self.epoch.assign(epoch + 1)
         self.seconds.assign(self._seconds_before + time.monotonic() - self._started)
-        self.timed_epochs.assign(self._timed_before + self._epochs)
+        self.timed_epochs.assign(self._timed_before + epoch + 1 - self._first_epoch)
         self._manager.save(checkpoint_number=epoch + 1)
 
 
@@ -279,11 +279,10 @@ class TimeBudget(keras.callbacks.Callback):
 
     The time counts the earlier runs of a resumed run dir (`spent_seconds` for its
     `timed_epochs`, from the checkpoint; it resumes after `initial_epoch`). The next epoch
-    is expected to take
-    as long as the mean epoch so far (validation included). With a `horizon` variable (the
-    steps a `FittedSchedule` decays over), it is set at the start and after each epoch to
-    the steps of the epochs expected to fit, at most the planned `epochs`, so the learning
-    rate has decayed when time runs out.
+    is expected to take as long as the mean epoch so far (validation included). With a
+    `horizon` variable (the steps a `FittedSchedule` decays over), it is set at the start
+    and after each epoch to the steps of the epochs expected to fit, at most the planned
+    `epochs`, so the learning rate has decayed when time runs out.
 
     Under multi_worker (pass its `strategy`), the workers decide on their mean time, so
     all of them stop after the same epoch: one that went on alone would fail in its next
@@ -659,11 +658,11 @@ def _keep_history_rows(path: Path, epochs: int) -> None:
     """Keeps the header and the rows of the first `epochs` epochs of a history CSV."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    rows = [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()]
-    kept = [row for row in rows if int(row.split(",", 1)[0]) < epochs]
-    if len(kept) < len(lines) - 1:
-        path.write_text("".join(lines[:1] + kept))
+    header, *rows = path.read_text().splitlines(keepends=True) or [""]
+    saved = {str(epoch) for epoch in range(epochs)}
+    kept = [row for row in rows if row.split(",", 1)[0].strip() in saved]
+    if len(kept) < len(rows):
+        path.write_text(header + "".join(kept))
 
 
 def _cardinality(dataset) -> int | None:

@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from shared.backbones import RecurrentBackbone
+from shared.backbones import RecurrentBackbone, length_mask
 from shared.ctc import CTCHead, ctc_decode, ctc_loss
 from suite.speech.features import SpeechFeatures
 
@@ -158,17 +158,16 @@ class SpeechRecognizer(keras.Model):
         # first frame whatever the batch's length), and each convolution's outputs past
         # the recording are zeroed, as "same" padding would see them alone.
         stride = self.time_stride
-        steps = tf.shape(features)[1]
-        features = tf.pad(features, [[0, 0], [0, (stride - steps % stride) % stride], [0, 0]])
+        padding = (stride - tf.shape(features)[1] % stride) % stride
+        features = tf.pad(features, [[0, 0], [0, padding], [0, 0]])
         length = (frames + stride - 1) // stride
+        mask = length_mask(length, tf.shape(features)[1] // stride)  # every layer's steps
         x = features[..., None]
         for conv in self.convs:
-            x = conv(x)
-            x *= tf.cast(tf.sequence_mask(length, tf.shape(x)[1]), x.dtype)[:, :, None, None]
+            x = conv(x) * tf.cast(mask, x.dtype)[:, :, None, None]
         shape = tf.shape(x)
         x = tf.reshape(x, [shape[0], shape[1], x.shape[2] * x.shape[3]])
         x = self.projection(x)
-        mask = tf.sequence_mask(length, tf.shape(x)[1])
         x = self.backbone(x, mask=mask, training=training)
         return {"logits": self.head(x), "length": length}
 

@@ -330,7 +330,6 @@ class SpeechTask(Task):
         return [np.asarray(row, np.int32) for row in ids]
 
     def datasets(self, config, data, run_dir):
-        self.check_config(config)
         run_dir = Path(run_dir)
         vocab = speech_vocabulary()
         vocab.save(run_dir / VOCAB_FILE)
@@ -402,7 +401,6 @@ class SpeechTask(Task):
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self, config, run_dir):
-        self.check_config(config)
         vocab = speech_vocabulary()
         m = config.model
         model = SpeechRecognizer(
